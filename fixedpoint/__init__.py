@@ -1,0 +1,22 @@
+"""fixedpoint: bit-exact emulation of the low-precision arithmetic of AI accelerators.
+
+Integer formats with explicit overflow (``saturate``/``wrap``), matrix
+products through accumulators of any width, FP8 conversion that matches
+Hopper hardware and PyTorch bit for bit, and the Hopper FP8 tensor-core
+accumulation.  See the README for the semantics table.
+"""
+from ._checks import get_num_threads, set_num_threads
+from .accumulate import Accumulator, dot, matmul
+from .formats import FloatFormat, IntFormat
+from .intops import add, mul, mul_wide, saturate, wrap
+from . import rtl
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IntFormat", "FloatFormat",
+    "saturate", "wrap", "mul", "mul_wide", "add",
+    "Accumulator", "matmul", "dot",
+    "set_num_threads", "get_num_threads",
+    "rtl",
+]

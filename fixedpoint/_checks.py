@@ -1,0 +1,97 @@
+"""Argument checking shared by the public wrappers.
+
+Every public function funnels its arguments through these helpers, so bad
+input always raises ``TypeError`` (wrong kind of thing) or ``ValueError``
+(right kind, wrong value) with a message naming the argument.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+_num_threads = None
+
+
+def set_num_threads(n: int | None) -> None:
+    """Set the default number of threads of the compiled kernels.
+
+    ``None`` restores the default: the number of CPUs this process may use.
+    Results never depend on the number of threads.
+
+    Examples
+    --------
+    >>> import fixedpoint
+    >>> fixedpoint.set_num_threads(1)
+    >>> fixedpoint.get_num_threads()
+    1
+    >>> fixedpoint.set_num_threads(None)
+    """
+    global _num_threads
+    if n is not None:
+        n = check_positive_int(n, "n")
+    _num_threads = n
+
+
+def get_num_threads() -> int:
+    """The default number of threads of the compiled kernels."""
+    if _num_threads is not None:
+        return _num_threads
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(num_threads) -> int:
+    if num_threads is None:
+        return get_num_threads()
+    return check_positive_int(num_threads, "num_threads")
+
+
+def check_positive_int(v, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name}: expected a positive int, got {type(v).__name__}")
+    if v < 1:
+        raise ValueError(f"{name}: expected a positive int, got {v}")
+    return int(v)
+
+
+def check_choice(value, name: str, choices) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected one of {list(choices)}, got {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
+    return value
+
+
+def as_integer_array(x, name: str) -> np.ndarray:
+    """``x`` as a NumPy integer array; floats, bools, objects: TypeError."""
+    if x is None:
+        raise TypeError(f"{name}: expected an integer array, got None")
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integers, got an array of dtype {arr.dtype}")
+    return arr
+
+
+def check_int_range(arr: np.ndarray, name: str, lo: int, hi: int, what: str) -> None:
+    """ValueError unless every element of integer ``arr`` is in [lo, hi]."""
+    if arr.size == 0:
+        return
+    info = np.iinfo(arr.dtype)
+    if info.min >= lo and info.max <= hi:
+        return
+    amin, amax = int(arr.min()), int(arr.max())
+    if amin < lo or amax > hi:
+        bad = amin if amin < lo else amax
+        idx = np.unravel_index(int(np.argmax(arr == bad)), arr.shape) if arr.ndim else ()
+        where = f" at index {tuple(int(i) for i in idx)}" if arr.ndim else ""
+        raise ValueError(f"{name}: value {bad}{where} is outside {what} range [{lo}, {hi}]")
+
+
+def as_format_array(x, name: str, fmt) -> np.ndarray:
+    """Integer array checked against ``fmt`` and converted to its storage dtype."""
+    arr = as_integer_array(x, name)
+    check_int_range(arr, name, fmt.min, fmt.max, f"the {fmt.name}")
+    return arr.astype(fmt.dtype, copy=False)
