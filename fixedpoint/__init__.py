@@ -8,6 +8,7 @@ accumulation.  See the README for the semantics table.
 from ._checks import get_num_threads, set_num_threads
 from .accumulate import Accumulator, dot, matmul
 from .formats import FloatFormat, IntFormat
+from .fp8 import as_ml_dtypes, from_fp8, to_fp8
 from .intops import add, mul, mul_wide, saturate, wrap
 from . import rtl
 
@@ -17,6 +18,7 @@ __all__ = [
     "IntFormat", "FloatFormat",
     "saturate", "wrap", "mul", "mul_wide", "add",
     "Accumulator", "matmul", "dot",
+    "to_fp8", "from_fp8", "as_ml_dtypes",
     "set_num_threads", "get_num_threads",
     "rtl",
 ]

@@ -8,6 +8,8 @@ work; the tests compare the fast kernels against it.
 from __future__ import annotations
 
 from fractions import Fraction
+import bisect
+import functools
 import math
 
 import numpy as np
@@ -85,3 +87,94 @@ def matmul(a, b, bits: int = 32, overflow: str = "wrap", block: int = 1, c=None)
             out[i, j], cnt[i, j] = accumulate((a[i][k] * b[k][j] for k in range(K)),
                                               bits, overflow, block, init)
     return out, cnt
+
+
+# ---------------------------------------------------------------------------
+# Minifloats (OCP OFP8 rev 1.0 rules, SEMANTICS.md section 3), from scratch:
+# the grid of representable magnitudes is enumerated from the format's
+# fields and the input is placed on it with exact rational arithmetic.
+
+@functools.lru_cache(maxsize=None)
+def minifloat_grid(exp_bits: int, man_bits: int, bias: int, nan_kind):
+    """Sorted list of (value, magnitude code) of every finite non-negative code."""
+    out = []
+    for code in range(2 ** (exp_bits + man_bits)):
+        e, mnt = code >> man_bits, code % (2 ** man_bits)
+        if nan_kind == "ieee" and e == 2 ** exp_bits - 1:
+            continue                                    # Inf and NaN
+        if nan_kind == "all_ones" and code == 2 ** (exp_bits + man_bits) - 1:
+            continue                                    # the single NaN
+        if e == 0:
+            v = Fraction(mnt, 2 ** man_bits) * Fraction(2) ** (1 - bias)
+        else:
+            v = (1 + Fraction(mnt, 2 ** man_bits)) * Fraction(2) ** (e - bias)
+        out.append((v, code))
+    out.sort()
+    return tuple(out)
+
+
+def encode_minifloat(x, exp_bits, man_bits, bias, inf, nan_kind, saturate,
+                     rounding="nearest_even", u=None):
+    """Encode the real number x (a Fraction, or a float that may be NaN/Inf).
+
+    ``u`` in [0, 1) is the uniform draw for stochastic rounding: round up when
+    u < (x - lower) / (upper - lower).
+    """
+    sb = 2 ** (exp_bits + man_bits)
+    grid = minifloat_grid(exp_bits, man_bits, bias, nan_kind)
+    max_v, max_code = grid[-1]
+    top = sb - 1
+    inf_code = (2 ** exp_bits - 1) * 2 ** man_bits
+
+    def nan_code(sign):
+        if nan_kind == "neg_zero":
+            return sb
+        if nan_kind is None:
+            raise ValueError("no NaN in this format")
+        return top if (saturate or not sign) else top | sb
+
+    def overflow_code(sign, from_inf):
+        if saturate or nan_kind is None or (rounding == "toward_zero" and not from_inf):
+            return max_code | (sb if sign else 0)
+        if nan_kind == "neg_zero":
+            return sb
+        if inf:
+            return inf_code | (sb if sign else 0)
+        return top | (sb if sign else 0)               # no Inf: NaN
+
+    if isinstance(x, float) and math.isnan(x):
+        return nan_code(math.copysign(1.0, x) < 0)
+    if isinstance(x, float) and math.isinf(x):
+        return overflow_code(x < 0, True)
+    if isinstance(x, float):
+        sign = math.copysign(1.0, x) < 0
+        x = Fraction(x)
+    else:
+        sign = x < 0
+    mag = abs(x)
+    # the grid continues past max with max's own spacing 2^(e - bias - m),
+    # and the code parity continues too (ties at the top go to the even code)
+    e_max = max(max_code >> man_bits, 1)
+    ulp_top = Fraction(2) ** (e_max - bias - man_bits)
+    ext = list(grid) + [(max_v + ulp_top, max_code + 1)]
+    lo_i = bisect.bisect_right([v for v, _ in ext], mag) - 1
+    if mag >= ext[-1][0]:
+        result = None                                   # beyond even the extended step
+        if rounding == "toward_zero" and mag >= max_v:
+            result = max_code
+    else:
+        (v0, c0), (v1, c1) = ext[lo_i], ext[lo_i + 1]
+        if mag == v0:
+            result = c0
+        elif rounding == "toward_zero":
+            result = c0
+        elif rounding == "stochastic":
+            result = c1 if u < (mag - v0) / (v1 - v0) else c0
+        else:
+            d0, d1 = mag - v0, v1 - mag
+            result = c0 if d0 < d1 else c1 if d1 < d0 else (c0 if c0 % 2 == 0 else c1)
+    if result is None or result > max_code:
+        return overflow_code(sign, False)
+    if result == 0 and (nan_kind == "neg_zero" or not sign):
+        return 0
+    return result | (sb if sign else 0)
