@@ -10,6 +10,7 @@ from .accumulate import Accumulator, dot, matmul
 from .formats import FloatFormat, IntFormat
 from .fp8 import as_ml_dtypes, from_fp8, to_fp8
 from .intops import add, mul, mul_wide, saturate, wrap
+from .tensorcore import TensorCoreAccumulator, fp8_matmul
 from . import rtl
 
 __version__ = "0.1.0"
@@ -19,6 +20,7 @@ __all__ = [
     "saturate", "wrap", "mul", "mul_wide", "add",
     "Accumulator", "matmul", "dot",
     "to_fp8", "from_fp8", "as_ml_dtypes",
+    "TensorCoreAccumulator", "fp8_matmul",
     "set_num_threads", "get_num_threads",
     "rtl",
 ]

@@ -95,3 +95,41 @@ def as_format_array(x, name: str, fmt) -> np.ndarray:
     arr = as_integer_array(x, name)
     check_int_range(arr, name, fmt.min, fmt.max, f"the {fmt.name}")
     return arr.astype(fmt.dtype, copy=False)
+
+
+def matmul_operands(A: np.ndarray, B: np.ndarray):
+    """numpy.matmul's shape rules for two validated operands.
+
+    Returns (A3, B3, batch, M, K, N, finish) where A3/B3 are broadcast to
+    ``batch + (M, K)`` / ``batch + (K, N)`` and ``finish(out)`` removes the
+    dimensions that 1-D operands added (and turns a 0-d result into a scalar).
+    """
+    if A.ndim == 0 or B.ndim == 0:
+        raise ValueError("a and b: matmul needs at least 1-D operands, got a scalar")
+    squeeze_m, squeeze_n = A.ndim == 1, B.ndim == 1
+    if squeeze_m:
+        A = A[None, :]
+    if squeeze_n:
+        B = B[:, None]
+    if A.shape[-1] != B.shape[-2]:
+        raise ValueError(f"a and b: inner dimensions differ: a has K={A.shape[-1]}, "
+                         f"b has K={B.shape[-2]}")
+    try:
+        batch = np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
+    except ValueError:
+        raise ValueError(f"a and b: batch dimensions {A.shape[:-2]} and {B.shape[:-2]} "
+                         f"do not broadcast") from None
+    M, K, N = A.shape[-2], A.shape[-1], B.shape[-1]
+    A = np.broadcast_to(A, batch + (M, K))
+    B = np.broadcast_to(B, batch + (K, N))
+
+    def finish(out):
+        if out is None:
+            return None
+        if squeeze_n:
+            out = out[..., 0]
+        if squeeze_m:
+            out = out[..., 0] if squeeze_n else out[..., 0, :]
+        return out[()] if out.ndim == 0 else out
+
+    return A, B, batch, M, K, N, finish

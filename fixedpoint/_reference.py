@@ -178,3 +178,77 @@ def encode_minifloat(x, exp_bits, man_bits, bias, inf, nan_kind, saturate,
     if result == 0 and (nan_kind == "neg_zero" or not sign):
         return 0
     return result | (sb if sign else 0)
+
+
+# ---------------------------------------------------------------------------
+# Tensor-core block accumulation (SEMANTICS.md section 4), with Fractions.
+
+def _fraction_exponent(x: Fraction) -> int:
+    """floor(log2|x|) of a nonzero Fraction."""
+    e = x.numerator.bit_length() - x.denominator.bit_length()
+    if abs(x) < Fraction(2) ** e:
+        e -= 1
+    return e
+
+
+def _trunc_to_grid(x: Fraction, step: Fraction) -> Fraction:
+    """x truncated toward zero to a multiple of step."""
+    q = abs(x) / step
+    n = q.numerator // q.denominator
+    return (n if x >= 0 else -n) * step
+
+
+def _round_significant(x: Fraction, bits: int, mode: str) -> Fraction:
+    """x rounded to `bits` significant bits (toward zero or nearest even)."""
+    if x == 0:
+        return Fraction(0)
+    step = Fraction(2) ** (_fraction_exponent(x) - (bits - 1))
+    if mode == "toward_zero":
+        return _trunc_to_grid(x, step)
+    q = x / step
+    n, r = divmod(q.numerator, q.denominator)
+    twice = 2 * r
+    if twice > q.denominator or (twice == q.denominator and n % 2):
+        n += 1
+    return n * step
+
+
+def _round_f32(x: Fraction) -> Fraction:
+    """Nearest-even float32 (the values here stay in the normal range)."""
+    return _round_significant(x, 24, "nearest_even")
+
+
+def tensorcore_dot(a_vals, a_exps, b_vals, b_exps, block, frac_bits, product_exponent="sum",
+                   final_rounding="toward_zero", promote_every=None, result_frac_bits=None):
+    """One output element of the block-accumulation model.
+
+    a_vals/b_vals: exact operand values (Fractions), a_exps/b_exps: their
+    unbiased exponents as the format counts them (subnormals at emin).
+    Returns the float32 accumulator value as a Fraction.
+    """
+    K = len(a_vals)
+    if result_frac_bits is None:
+        result_frac_bits = 23 if frac_bits is None else min(frac_bits, 23)
+    unit = block or promote_every or max(K, 1)
+    kp = -(-K // unit) * unit if K else 0
+    acc, c = Fraction(0), Fraction(0)
+    for k0 in range(0, kp, unit):
+        terms = [(a_vals[k] * b_vals[k], a_exps[k] + b_exps[k])
+                 for k in range(k0, min(k0 + unit, K)) if a_vals[k] != 0 and b_vals[k] != 0]
+        if frac_bits is None:
+            exact = sum((p for p, _ in terms), Fraction(0)) + c
+            c = _round_significant(exact, result_frac_bits + 1, final_rounding)
+        else:
+            exps = [(_fraction_exponent(p) if product_exponent == "exact" else e) for p, e in terms]
+            if c != 0:
+                exps.append(_fraction_exponent(c))
+            if exps:
+                step = Fraction(2) ** (max(exps) - frac_bits)
+                s = sum((_trunc_to_grid(p, step) for p, _ in terms), Fraction(0))
+                s += _trunc_to_grid(c, step)
+                c = _round_significant(s, result_frac_bits + 1, final_rounding)
+        k1 = k0 + unit
+        if promote_every and (k1 % promote_every == 0 or k1 >= kp):
+            acc = _round_f32(acc + c)
+            c = Fraction(0)
+    return acc if promote_every else c

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _int
 from ._checks import (as_format_array, as_integer_array, check_choice, check_int_range,
-                      check_positive_int, resolve_threads)
+                      check_positive_int, matmul_operands, resolve_threads)
 from .formats import as_int_format
 from .intops import OVERFLOW_MODES
 
@@ -147,25 +147,8 @@ def matmul(a, b, fmt="int8", acc=None, *, c=None, return_overflow=False, num_thr
     if not isinstance(acc, Accumulator):
         raise TypeError(f"acc: expected an Accumulator, got {type(acc).__name__}")
     nthreads = resolve_threads(num_threads)
-    A = as_format_array(a, "a", f)
-    B = as_format_array(b, "b", f)
-    if A.ndim == 0 or B.ndim == 0:
-        raise ValueError("a and b: matmul needs at least 1-D operands, got a scalar")
-    squeeze_m = A.ndim == 1
-    squeeze_n = B.ndim == 1
-    if squeeze_m:
-        A = A[None, :]
-    if squeeze_n:
-        B = B[:, None]
-    if A.shape[-1] != B.shape[-2]:
-        raise ValueError(f"a and b: inner dimensions differ: a has K={A.shape[-1]}, "
-                         f"b has K={B.shape[-2]}")
-    try:
-        batch = np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
-    except ValueError:
-        raise ValueError(f"a and b: batch dimensions {A.shape[:-2]} and {B.shape[:-2]} "
-                         f"do not broadcast") from None
-    M, K, N = A.shape[-2], A.shape[-1], B.shape[-1]
+    A, B, batch, M, K, N, finish = matmul_operands(as_format_array(a, "a", f),
+                                                   as_format_array(b, "b", f))
     full_shape = batch + (M, N)
     C = None
     if c is not None:
@@ -176,26 +159,19 @@ def matmul(a, b, fmt="int8", acc=None, *, c=None, return_overflow=False, num_thr
         except ValueError:
             raise ValueError(f"c: shape {C.shape} does not broadcast to the output shape "
                              f"{full_shape}") from None
-    A = np.broadcast_to(A, batch + (M, K))
-    B = np.broadcast_to(B, batch + (K, N))
-    out = np.empty(full_shape, dtype=acc.dtype)
-    counts = np.empty(full_shape, dtype=np.int64) if return_overflow else None
-    for idx in np.ndindex(*batch):
-        o, n = _matmul_2d(np.ascontiguousarray(A[idx]), np.ascontiguousarray(B[idx]),
-                          None if C is None else C[idx], f, acc, return_overflow, nthreads)
-        out[idx] = o
-        if return_overflow:
-            counts[idx] = n
-    if squeeze_n:
-        out = out[..., 0]
-        counts = counts[..., 0] if return_overflow else None
-    if squeeze_m:
-        out = out[..., 0, :] if not squeeze_n else out[..., 0]
-        if return_overflow:
-            counts = counts[..., 0, :] if not squeeze_n else counts[..., 0]
-    if out.ndim == 0:
-        out = out[()]
-        counts = counts[()] if return_overflow else None
+    if not batch:      # the common 2-D case: no copy into a batch array
+        out, counts = _matmul_2d(np.ascontiguousarray(A), np.ascontiguousarray(B), C, f, acc,
+                                 return_overflow, nthreads)
+    else:
+        out = np.empty(full_shape, dtype=acc.dtype)
+        counts = np.empty(full_shape, dtype=np.int64) if return_overflow else None
+        for idx in np.ndindex(*batch):
+            o, n = _matmul_2d(np.ascontiguousarray(A[idx]), np.ascontiguousarray(B[idx]),
+                              None if C is None else C[idx], f, acc, return_overflow, nthreads)
+            out[idx] = o
+            if return_overflow:
+                counts[idx] = n
+    out, counts = finish(out), finish(counts)
     return (out, counts) if return_overflow else out
 
 
