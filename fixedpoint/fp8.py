@@ -222,8 +222,8 @@ def from_fp8(codes, fmt="e5m2", dtype=np.float32, *, num_threads=None):
     Examples
     --------
     >>> import numpy as np, fixedpoint as fp
-    >>> fp.from_fp8(np.array([56, 126, 0x7C], np.uint8), "e5m2")
-    array([1.5000e-01, 4.8000e+04,        inf], dtype=float32)
+    >>> fp.from_fp8(np.array([0x38, 0x7B, 0x7C, 0xFD], np.uint8), "e5m2").tolist()
+    [0.5, 57344.0, inf, nan]
     >>> fp.from_fp8(np.array([56, 126], np.uint8), "e4m3")
     array([  1., 448.], dtype=float32)
     """

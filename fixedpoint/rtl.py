@@ -54,9 +54,9 @@ def write_vectors(directory, a, b, *, rst=None, bits: int = 8, acc_bits: int = 3
 
     Examples
     --------
-    >>> import tempfile, fixedpoint as fp
+    >>> import pathlib, tempfile, fixedpoint as fp
     >>> info = fp.rtl.write_vectors(tempfile.mkdtemp(), [42, -128], [38, -128])
-    >>> open(info["accum"]).read().split()
+    >>> pathlib.Path(info["accum"]).read_text().split()
     ['0000063c', '0000463c']
     """
     fmt = IntFormat(check_positive_int(bits, "bits"))

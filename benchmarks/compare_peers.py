@@ -1,0 +1,353 @@
+"""Side-by-side speed and bit-identity of fixedpoint and the peer libraries.
+
+Same workload, same inputs, one process: fixedpoint and every installed peer
+that can do the job (ml_dtypes, ONNX Runtime, PyTorch CPU, APyTypes, NumPy
+expressions), with 1 and 2 threads, median of repeated runs.  For each peer
+the script also says whether its output is bit-identical to fixedpoint's and,
+where not, why.  Peers are optional (``pip install ".[peers]"``); a missing
+one is reported as missing.
+
+    python benchmarks/compare_peers.py            # the sizes of the speed targets
+    python benchmarks/compare_peers.py --quick    # small sizes, a smoke test
+
+Output: a Markdown table on stdout (and ``--out FILE``).
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import importlib
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import fixedpoint as fp
+
+
+def _optional(name):
+    try:
+        return importlib.import_module(name)
+    except Exception:   # noqa: BLE001 - any import failure means "missing"
+        return None
+
+
+ml_dtypes = _optional("ml_dtypes")
+ort = _optional("onnxruntime")
+onnx = _optional("onnx")
+torch = _optional("torch")
+apy = _optional("apytypes")
+threadpoolctl = _optional("threadpoolctl")
+PEERS = {"ml_dtypes": ml_dtypes, "onnxruntime": ort, "onnx (to build ORT models)": onnx,
+         "torch": torch, "apytypes": apy, "threadpoolctl (NumPy threads)": threadpoolctl}
+
+
+def median_time(fn, repeat):
+    fn()                                  # warm up (allocations, lazy init)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+class numpy_threads:
+    """Limit NumPy's BLAS threads (needs threadpoolctl)."""
+
+    def __init__(self, n):
+        self.ctx = threadpoolctl.threadpool_limits(n) if threadpoolctl else None
+
+    def __enter__(self):
+        if self.ctx:
+            self.ctx.__enter__()
+
+    def __exit__(self, *exc):
+        if self.ctx:
+            self.ctx.__exit__(*exc)
+
+
+def ort_session(model, threads):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+class Table:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, workload, impl, threads, seconds, work, unit, identical, note=""):
+        self.rows.append(dict(workload=workload, impl=impl, threads=threads, seconds=seconds,
+                              rate=None if seconds is None else work / seconds, unit=unit,
+                              identical=identical, note=note))
+
+    def markdown(self):
+        out = ["| workload | implementation | threads | time | throughput | vs best peer | "
+               "bit-identical to fixedpoint | note |", "|---|---|---|---|---|---|---|---|"]
+        for w in dict.fromkeys(r["workload"] for r in self.rows):
+            rows = [r for r in self.rows if r["workload"] == w]
+            peers = [r["rate"] for r in rows if r["impl"] != "fixedpoint" and r["rate"]
+                     and not r["impl"].startswith("(")]
+            best = max(peers) if peers else None
+            for r in rows:
+                if r["seconds"] is None:
+                    out.append(f"| {w} | {r['impl']} | | missing | | | | {r['note']} |")
+                    continue
+                ratio = f"{r['rate'] / best:.2f}x" if best else ""
+                ident = {True: "yes", False: "no", None: "n/a"}[r["identical"]]
+                out.append(f"| {w} | {r['impl']} | {r['threads']} | {r['seconds'] * 1e3:.2f} ms | "
+                           f"{r['rate']:.3g} {r['unit']} | {ratio} | {ident} | {r['note']} |")
+        return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------
+def int8_matmul(tab, size, repeat, threads):
+    M = K = N = size
+    g = np.random.default_rng(1)
+    a = g.integers(-128, 128, (M, K)).astype(np.int8)
+    b = g.integers(-128, 128, (K, N)).astype(np.int8)
+    ops = 2 * M * N * K
+    w = f"INT8 matmul {M}x{K}x{N}"
+    ref_wrap = ref_sat = None
+    for t in threads:
+        for name, acc in (("wrap", fp.Accumulator(32, "wrap")),
+                          ("saturate, block=32", fp.Accumulator(32, "saturate", 32))):
+            r = fp.matmul(a, b, acc=acc, num_threads=t)
+            if name == "wrap":
+                ref_wrap = r
+            else:
+                ref_sat = r
+            tab.add(w, f"fixedpoint ({name})", t, median_time(lambda: fp.matmul(a, b, acc=acc, num_threads=t), repeat),
+                    ops / 1e9, "GOPS", None)
+        a32, b32 = a.astype(np.int32), b.astype(np.int32)
+        if size <= 512 or t == threads[0]:
+            with numpy_threads(t):
+                r = a32 @ b32
+                tab.add(w, "NumPy int32 matmul", t, median_time(lambda: a32 @ b32, max(1, repeat // 3)),
+                        ops / 1e9, "GOPS", np.array_equal(r, ref_wrap), "wraps mod 2^32 like 'wrap'")
+        af, bf = a.astype(np.float32), b.astype(np.float32)
+        with numpy_threads(t):
+            r = af @ bf
+            tab.add(w, "NumPy float32 sgemm", t, median_time(lambda: af @ bf, repeat), ops / 1e9, "GOPS",
+                    np.array_equal(r.astype(np.int64), ref_wrap.astype(np.int64)),
+                    "exact only while partial sums stay below 2^24")
+        if ort and onnx:
+            from onnx import TensorProto, helper
+            g_ = helper.make_graph(
+                [helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "g",
+                [helper.make_tensor_value_info("a", TensorProto.INT8, [M, K]),
+                 helper.make_tensor_value_info("b", TensorProto.INT8, [K, N])],
+                [helper.make_tensor_value_info("y", TensorProto.INT32, [M, N])])
+            s = ort_session(helper.make_model(g_, opset_imports=[helper.make_opsetid("", 13)]), t)
+            r = s.run(None, {"a": a, "b": b})[0]
+            tab.add(w, "ONNX Runtime MatMulInteger s8 x s8", t,
+                    median_time(lambda: s.run(None, {"a": a, "b": b}), repeat), ops / 1e9, "GOPS",
+                    np.array_equal(r, ref_wrap), "wraps mod 2^32 like 'wrap'")
+        if torch is not None:
+            torch.set_num_threads(t)
+            ta, tb = torch.from_numpy(a).to(torch.int32), torch.from_numpy(b).to(torch.int32)
+            r = (ta @ tb).numpy()
+            tab.add(w, "PyTorch CPU int32 matmul", t, median_time(lambda: ta @ tb, max(1, repeat // 3)),
+                    ops / 1e9, "GOPS", np.array_equal(r, ref_wrap), "wraps mod 2^32 like 'wrap'")
+    if apy is not None and size >= 256:
+        n = 256
+        A = apy.APyFixedArray.from_float(a[:n, :n].astype(np.float64), int_bits=8, frac_bits=0)
+        B = apy.APyFixedArray.from_float(b[:n, :n].astype(np.float64), int_bits=8, frac_bits=0)
+        sec = median_time(lambda: A @ B, 1)
+        r = np.asarray((A @ B).to_numpy()).astype(np.int64)
+        tab.add(w, f"APyTypes APyFixedArray (at {n}^3)", 1, sec, 2 * n ** 3 / 1e9, "GOPS",
+                np.array_equal(r, fp.matmul(a[:n, :n], b[:n, :n]).astype(np.int64)),
+                "exact (grows the word), equal to 'wrap' while no overflow")
+    return ref_sat
+
+
+def elementwise_mul(tab, n, repeat, threads):
+    g = np.random.default_rng(2)
+    a = g.integers(-128, 128, n).astype(np.int8)
+    b = g.integers(-128, 128, n).astype(np.int8)
+    w = f"INT8 saturating mul, {n >> 20}M pairs"
+    ref = fp.mul(a, b)
+    for t in threads:
+        tab.add(w, "fixedpoint", t, median_time(lambda: fp.mul(a, b, num_threads=t), repeat), n / 1e9, "G/s", None)
+
+    def npy():
+        return np.clip(a.astype(np.int16) * b, -128, 127).astype(np.int8)
+    tab.add(w, "NumPy expression", 1, median_time(npy, repeat), n / 1e9, "G/s", np.array_equal(npy(), ref))
+    if torch is not None:
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+
+        def tmul():
+            return torch.clamp(ta.to(torch.int16) * tb, -128, 127).to(torch.int8)
+        for t in threads:
+            torch.set_num_threads(t)
+            tab.add(w, "PyTorch CPU expression", t, median_time(tmul, repeat), n / 1e9, "G/s",
+                    np.array_equal(tmul().numpy(), ref))
+
+
+def _ort_quantize_fp8(n, sat, t):
+    from onnx import TensorProto, helper
+    ty = TensorProto.FLOAT8E5M2
+    g_ = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], saturate=int(sat))], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])],
+        [helper.make_tensor_value_info("y", ty, [n])],
+        [helper.make_tensor("s", TensorProto.FLOAT, [], [1.0]), helper.make_tensor("z", ty, [], [0.0])])
+    s = ort_session(helper.make_model(g_, opset_imports=[helper.make_opsetid("", 21)]), t)
+
+    def run(x):
+        bnd = s.io_binding()
+        bnd.bind_cpu_input("x", x)
+        bnd.bind_output("y", "cpu")
+        s.run_with_iobinding(bnd)
+        return bnd.get_outputs()[0]
+
+    def codes(x):
+        o = run(x)
+        return np.frombuffer((ctypes.c_uint8 * n).from_address(o.data_ptr()), np.uint8).copy()
+    return run, codes
+
+
+def to_fp8(tab, n, repeat, threads):
+    g = np.random.default_rng(3)
+    x = (g.standard_normal(n) * 100).astype(np.float32)
+    w = f"float32 -> E5M2 (nearest even), {n >> 20}M"
+    ref = fp.to_fp8(x, "e5m2")
+    for t in threads:
+        tab.add(w, "fixedpoint", t, median_time(lambda: fp.to_fp8(x, "e5m2", num_threads=t), repeat),
+                n / 1e9, "G/s", None)
+    tab.add(w, "(NumPy float32 -> uint8 cast, not a peer)", 1, median_time(lambda: x.astype(np.uint8), repeat),
+            n / 1e9, "G/s", None, "memory-bound reference")
+    if ml_dtypes is not None:
+        def mld():
+            return x.astype(ml_dtypes.float8_e5m2)
+        tab.add(w, "ml_dtypes astype", 1, median_time(mld, max(1, repeat // 3)), n / 1e9, "G/s",
+                np.array_equal(mld().view(np.uint8), ref), "")
+    if ort and onnx:
+        for t in threads:
+            run, codes = _ort_quantize_fp8(n, False, t)
+            c = codes(x)
+            tab.add(w, "ONNX Runtime QuantizeLinear (saturate=0)", t, median_time(lambda: run(x), repeat),
+                    n / 1e9, "G/s", np.array_equal(c, ref),
+                    "" if np.array_equal(c, ref) else
+                    "ORT gives NaN for |x| in [61440, 65536) where OCP says Inf")
+    if torch is not None:
+        tx = torch.from_numpy(x)
+        for t in threads:
+            torch.set_num_threads(t)
+            r = tx.to(torch.float8_e5m2).view(torch.uint8).numpy()
+            tab.add(w, "PyTorch CPU .to(float8_e5m2)", t,
+                    median_time(lambda: tx.to(torch.float8_e5m2), repeat), n / 1e9, "G/s",
+                    np.array_equal(r, ref))
+    if apy is not None:
+        m = min(n, 1 << 18)
+        xs = x[:m].astype(np.float64)
+        sec = median_time(lambda: apy.APyFloatArray.from_float(xs, exp_bits=5, man_bits=2), 1)
+        tab.add(w, f"APyTypes APyFloatArray.from_float (at {m >> 10}K)", 1, sec, m / 1e9, "G/s", None,
+                "IEEE-like E5M2; bits not compared")
+
+
+def from_fp8(tab, n, repeat, threads):
+    g = np.random.default_rng(4)
+    codes = g.integers(0, 256, n).astype(np.uint8)
+    w = f"E5M2 -> float32 decode, {n >> 20}M"
+    ref = fp.from_fp8(codes, "e5m2")
+
+    def same(r):
+        nan = np.isnan(ref)
+        return bool(np.array_equal(np.isnan(r), nan) and np.array_equal(r[~nan].view(np.uint32),
+                                                                         ref[~nan].view(np.uint32)))
+    for t in threads:
+        tab.add(w, "fixedpoint", t, median_time(lambda: fp.from_fp8(codes, "e5m2", num_threads=t), repeat),
+                n / 1e9, "G/s", None)
+    if ml_dtypes is not None:
+        v = codes.view(ml_dtypes.float8_e5m2)
+        tab.add(w, "ml_dtypes astype", 1, median_time(lambda: v.astype(np.float32), repeat), n / 1e9, "G/s",
+                same(v.astype(np.float32)), "values equal; NaN compared as NaN")
+    if torch is not None:
+        tc = torch.from_numpy(codes).view(torch.float8_e5m2)
+        for t in threads:
+            torch.set_num_threads(t)
+            tab.add(w, "PyTorch CPU .float()", t, median_time(lambda: tc.float(), repeat), n / 1e9, "G/s",
+                    same(tc.float().numpy()), "values equal; NaN compared as NaN")
+    if ort and onnx:
+        from onnx import TensorProto, helper
+        for t in threads:
+            init = helper.make_tensor("c", TensorProto.FLOAT8E5M2, [n], codes.tobytes(), raw=True)
+            g_ = helper.make_graph(
+                [helper.make_node("DequantizeLinear", ["c", "s"], ["y"])], "g", [],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n])],
+                [init, helper.make_tensor("s", TensorProto.FLOAT, [], [1.0])])
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = t
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            s = ort.InferenceSession(helper.make_model(g_, opset_imports=[helper.make_opsetid("", 21)])
+                                     .SerializeToString(), so, providers=["CPUExecutionProvider"])
+            tab.add(w, "ONNX Runtime DequantizeLinear", t, median_time(lambda: s.run(None, {}), repeat),
+                    n / 1e9, "G/s", same(s.run(None, {})[0]), "values equal; NaN compared as NaN")
+
+
+def fp8_matmul(tab, size, repeat, threads):
+    M = K = N = size
+    g = np.random.default_rng(5)
+    a = fp.to_fp8(g.standard_normal((M, K)).astype(np.float32), "e4m3", saturate=True)
+    b = fp.to_fp8(g.standard_normal((K, N)).astype(np.float32), "e4m3", saturate=True)
+    af, bf = fp.from_fp8(a, "e4m3"), fp.from_fp8(b, "e4m3")
+    ops = 2 * M * N * K
+    w = f"FP8 E4M3 GEMM {M}x{K}x{N} (Hopper model)"
+    for t in threads:
+        ref = None
+        for fast in (False, True):
+            r = fp.fp8_matmul(a, b, fast_accum=fast, num_threads=t)
+            ref = r if not fast else ref
+            tab.add(w, f"fixedpoint (fast_accum={fast})", t,
+                    median_time(lambda: fp.fp8_matmul(a, b, fast_accum=fast, num_threads=t), repeat),
+                    ops / 1e9, "GOPS", None)
+        with numpy_threads(t):
+            r = af @ bf
+            tab.add(w, "NumPy float32 matmul of the decoded values", t, median_time(lambda: af @ bf, repeat),
+                    ops / 1e9, "GOPS", np.array_equal(r.view(np.uint32), ref.view(np.uint32)),
+                    "float32 accumulation, not the tensor core's 14-bit truncating sums")
+        if torch is not None:
+            torch.set_num_threads(t)
+            ta, tb = torch.from_numpy(af), torch.from_numpy(bf)
+            tab.add(w, "PyTorch CPU float32 matmul", t, median_time(lambda: ta @ tb, repeat), ops / 1e9, "GOPS",
+                    np.array_equal((ta @ tb).numpy().view(np.uint32), ref.view(np.uint32)),
+                    "float32 accumulation")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--out", help="also write the Markdown here")
+    args = ap.parse_args(argv)
+    threads = [1, 2]
+    big, mat = (1 << 20, 256) if args.quick else (1 << 24, 1024)
+    repeat = 3 if args.quick else args.repeat
+    tab = Table()
+    int8_matmul(tab, mat, repeat, threads)
+    elementwise_mul(tab, big, repeat, threads)
+    to_fp8(tab, big, repeat, threads)
+    from_fp8(tab, big, repeat, threads)
+    fp8_matmul(tab, mat, max(3, repeat // 2), threads)
+    head = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+            f"Python {platform.python_version()}, NumPy {np.__version__}, fixedpoint {fp.__version__}"
+            f" (OpenMP: {fp._int.has_openmp()})",
+            "Peers: " + ", ".join(f"{k} {'missing' if v is None else getattr(v, '__version__', 'present')}"
+                                  for k, v in PEERS.items()),
+            "", "Median of repeated runs; 'vs best peer' divides by the fastest peer of the same workload.", ""]
+    text = "\n".join(head) + tab.markdown() + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+"""Compiled minifloat conversion kernels (private): fixedpoint.fp8 validates."""
+import numpy as np
+
+def encode(x: np.ndarray, out: np.ndarray, params: dict, rounding: str, seed: int,
+           count_nans: bool, nthreads: int) -> int: ...
+def decode(codes: np.ndarray, out: np.ndarray, lut: np.ndarray, nthreads: int) -> None: ...

@@ -1,0 +1,87 @@
+"""Command line: ``fixedpoint info`` and ``fixedpoint demo``.
+
+``info`` says how the extension was built and which formats exist; ``demo``
+computes the library's worked examples live (the design notes' INT8
+multiply, the Hopper INT8 GEMM that clamps part-way, FP8 conversion edge
+cases, and an FP8 GEMM against float32 accumulation).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from . import __version__
+from . import _int
+from .accumulate import Accumulator, dot
+from .formats import FLOAT_FORMATS
+from .fp8 import from_fp8, to_fp8
+from .intops import mul, mul_wide
+from .tensorcore import TensorCoreAccumulator, fp8_matmul
+
+
+def _info(out) -> None:
+    print(f"fixedpoint {__version__}", file=out)
+    print(f"  OpenMP: {'yes' if _int.has_openmp() else 'no (serial kernels)'}", file=out)
+    print("  integer formats: int2..int16, uint2..uint16 (and *_narrow)", file=out)
+    print("  float formats:", file=out)
+    for name in ("e5m2", "e4m3", "e4m3fnuz", "e5m2fnuz", "e3m2", "e2m3", "e2m1"):
+        f = FLOAT_FORMATS[name]
+        print(f"    {name:9s} bias {f.bias:2d}  max {f.max_value:<8g} min subnormal "
+              f"{f.min_subnormal:<10g} inf={f.inf!s:5} nan={f.nan}", file=out)
+
+
+def _demo(out) -> None:
+    p = mul_wide(42, 38, "int8")
+    print("INT8 x INT8 -> INT16 (the design notes' example)", file=out)
+    print(f"  42 * 38 = {int(p)};  into int8: saturate {int(mul(42, 38))}, wrap "
+          f"{int(mul(42, 38, overflow='wrap'))};  dequantized with scales 1/2048, 1/4096: "
+          f"{float(p) / 2048 / 4096!r} = 1596/8388608", file=out)
+
+    K = 278528
+    a = np.full(K, -128, np.int8)
+    a[K // 2:] = 127
+    b = np.full(K, -128, np.int8)
+    exact = int(a.astype(np.int64) @ b.astype(np.int64))
+    hop = int(dot(a, b, "int8", Accumulator(32, "saturate", block=32)))
+    wrp = int(dot(a, b, "int8", Accumulator(32, "wrap")))
+    print(f"\nHopper INT8 GEMM, K = {K}: the running sum passes 2^31 and comes back", file=out)
+    print(f"  exact {exact}, wrapping register {wrp}, Hopper (saturate per block of 32) {hop}",
+          file=out)
+
+    xs = np.array([464.0, 465.0, 1e6, -np.inf, np.nan, 2.0**-10], np.float32)
+    print("\nfloat32 -> E4M3: value, non-saturating (PyTorch), saturating (Hopper cvt)", file=out)
+    ns, s = to_fp8(xs, "e4m3"), to_fp8(xs, "e4m3", saturate=True)
+    dn, ds = from_fp8(ns, "e4m3"), from_fp8(s, "e4m3")
+    for x, c1, v1, c2, v2 in zip(xs, ns, dn, s, ds):
+        print(f"  {x:>12g}  0x{c1:02X} ({v1:g})   0x{c2:02X} ({v2:g})", file=out)
+
+    rng = np.random.default_rng(0)
+    A = to_fp8(rng.standard_normal((64, 4096)).astype(np.float32), "e4m3", saturate=True)
+    B = to_fp8(rng.standard_normal((4096, 64)).astype(np.float32), "e4m3", saturate=True)
+    hw = fp8_matmul(A, B)
+    fast = fp8_matmul(A, B, fast_accum=True)
+    ideal = fp8_matmul(A, B, accumulator=TensorCoreAccumulator.exact())
+    f32 = from_fp8(A, "e4m3") @ from_fp8(B, "e4m3")
+    print("\nFP8 E4M3 GEMM 64x4096x64: how far each accumulation is from the exact sum", file=out)
+    for name, r in (("Hopper, split (cuBLAS default)", hw), ("Hopper, fast_accum", fast),
+                    ("float32 matmul", f32)):
+        rel = np.abs(r.astype(np.float64) - ideal) / np.maximum(np.abs(ideal), 1e-30)
+        same = np.mean(r.view(np.uint32) == ideal.view(np.uint32)) * 100
+        print(f"  {name:32s} median rel. error {np.median(rel):.2e}, max {rel.max():.2e}, "
+              f"{same:5.1f}% equal to the correctly rounded sum", file=out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="fixedpoint", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("info", help="build and format information")
+    sub.add_parser("demo", help="compute the worked examples")
+    args = ap.parse_args(argv)
+    {"info": _info, "demo": _demo}[args.cmd](sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
