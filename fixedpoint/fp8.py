@@ -109,6 +109,21 @@ def _float_source(x, double_rounding: bool):
                     f"convert to float64 first")
 
 
+def _check_out(out, shape, dtype: np.dtype) -> np.ndarray:
+    """A new output array, or the caller's ``out`` after checking it fits."""
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out: expected a numpy array, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out: expected dtype {dtype}, got {out.dtype}")
+    if out.shape != shape:
+        raise ValueError(f"out: expected shape {shape}, got {out.shape}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out: must be C-contiguous and writeable")
+    return out
+
+
 def _seed_value(seed) -> int:
     if seed is None:
         return int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
@@ -164,18 +179,7 @@ def to_fp8(x, fmt="e5m2", *, saturate=False, rounding="nearest_even", seed=None,
     nthreads = resolve_threads(num_threads)
     seed_v = _seed_value(seed) if rounding == "stochastic" else 0
     src = _float_source(x, bool(double_rounding))
-    if out is None:
-        result = np.empty(src.shape, dtype=np.uint8)
-    else:
-        if not isinstance(out, np.ndarray):
-            raise TypeError(f"out: expected a numpy array, got {type(out).__name__}")
-        if out.dtype != np.uint8:
-            raise TypeError(f"out: expected dtype uint8, got {out.dtype}")
-        if out.shape != src.shape:
-            raise ValueError(f"out: expected shape {src.shape}, got {out.shape}")
-        if not out.flags.c_contiguous or not out.flags.writeable:
-            raise ValueError("out: must be C-contiguous and writeable")
-        result = out
+    result = _check_out(out, src.shape, np.dtype(np.uint8))
     params = format_params(f, bool(saturate))
     nans = _fp8.encode(src, result, params, rounding, seed_v, f.nan is None, nthreads)
     if nans:
@@ -206,7 +210,7 @@ def _lut(f: FloatFormat, dtype: np.dtype) -> np.ndarray:
     return _LUT_CACHE[key]
 
 
-def from_fp8(codes, fmt="e5m2", dtype=np.float32, *, num_threads=None):
+def from_fp8(codes, fmt="e5m2", dtype=np.float32, *, out=None, num_threads=None):
     """Decode FP8 (or other minifloat) codes to float16, float32 or float64.
 
     Decoding is exact (values of formats wider than float16's range round
@@ -218,6 +222,10 @@ def from_fp8(codes, fmt="e5m2", dtype=np.float32, *, num_threads=None):
     codes : ndarray of uint8 (or an ml_dtypes float8/6/4 array of ``fmt``)
     fmt : str or FloatFormat
     dtype : float16, float32 or float64
+    out : ndarray, optional
+        C-contiguous, writeable, of ``dtype`` and the shape of ``codes``;
+        filled and returned.
+    num_threads : int, optional
 
     Examples
     --------
@@ -249,7 +257,7 @@ def from_fp8(codes, fmt="e5m2", dtype=np.float32, *, num_threads=None):
     if f.nbits < 8 and arr.size and int(arr.max()) >= (1 << f.nbits):
         raise ValueError(f"codes: value {int(arr.max())} does not fit the {f.nbits}-bit "
                          f"format {f.name}")
-    out = np.empty(arr.shape, dtype=out_dtype)
+    out = _check_out(out, arr.shape, out_dtype)
     _fp8.decode(arr, out, _lut(f, out_dtype), nthreads)
     return out
 

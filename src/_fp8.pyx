@@ -42,7 +42,7 @@ def encode(cnp.ndarray x, cnp.ndarray out, dict params, str rounding, uint64_t s
     cdef int64_t nans = 0
     cdef int cn = count_nans
     with nogil:
-        for c in prange(nchunks, num_threads=nthreads, schedule="static"):
+        for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
             start = c * CHUNK
             m = n - start
             if m > CHUNK:
@@ -60,10 +60,11 @@ def decode(cnp.ndarray codes, cnp.ndarray out, cnp.ndarray lut, int nthreads):
     cdef int64_t n = codes.size
     cdef int64_t nchunks = (n + CHUNK - 1) // CHUNK
     cdef int64_t c, start, m
+    cdef int stream = n >= (1 << 22)
     with nogil:
-        for c in prange(nchunks, num_threads=nthreads, schedule="static"):
+        for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
             start = c * CHUNK
             m = n - start
             if m > CHUNK:
                 m = CHUNK
-            fp_decode_chunk(pc, po, itemsize, pl, start, m)
+            fp_decode_chunk(pc, po, itemsize, pl, start, m, stream)

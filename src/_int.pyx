@@ -31,7 +31,7 @@ def binop(str op, cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, bint saturate,
     cdef int64_t c, start, m
     cdef uint32_t mask = <uint32_t>((1 << bits) - 1)
     with nogil:
-        for c in prange(nchunks, num_threads=nthreads, schedule="static"):
+        for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
             start = c * CHUNK
             m = n - start
             if m > CHUNK:
@@ -64,7 +64,7 @@ def matmul_generic(const int32_t[:, ::1] a, const int32_t[:, ::1] b, c0,
     cdef int64_t *scratch
     cdef int failed = 0
     with nogil:
-        for ci in prange(nchunks, num_threads=nthreads, schedule="static"):
+        for ci in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
             i0 = ci * nrows_chunk
             i1 = i0 + nrows_chunk
             if i1 > M:

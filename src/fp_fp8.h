@@ -352,8 +352,43 @@ FP_CLONES static void fp_decode_u64(const uint8_t *c, uint64_t *o, int64_t n, co
     for (int64_t i = 0; i < n; i++) o[i] = lut[c[i]];
 }
 
+#if FP_HAVE_AVX2_KERNELS
+/* float32 decoding, 32 codes at a time: widen the bytes to int32 indexes and
+ * gather from the table; large outputs are written around the cache.
+ * n must be a multiple of 32. */
+FP_TARGET_AVX2 static void fp_decode_u32_avx2(const uint8_t *c, uint32_t *o, int64_t n,
+                                              const uint32_t *lut, int stream) {
+    for (int64_t i = 0; i < n; i += 32) {
+        const __m256i bytes = _mm256_loadu_si256((const __m256i *)(c + i));
+        const __m128i lo = _mm256_castsi256_si128(bytes), hi = _mm256_extracti128_si256(bytes, 1);
+        const __m256i idx[4] = {_mm256_cvtepu8_epi32(lo), _mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)),
+                                _mm256_cvtepu8_epi32(hi), _mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))};
+        for (int v = 0; v < 4; v++) {
+            const __m256i val = _mm256_i32gather_epi32((const int *)lut, idx[v], 4);
+            if (stream)
+                _mm256_stream_si256((__m256i *)(o + i + 8 * v), val);
+            else
+                _mm256_storeu_si256((__m256i *)(o + i + 8 * v), val);
+        }
+    }
+    if (stream) _mm_sfence();
+}
+#endif
+
+/* Decode codes[start : start + n]; `stream` asks for cache-bypassing stores
+ * (large outputs). */
 static void fp_decode_chunk(const uint8_t *codes, void *out, int itemsize, const void *lut,
-                            int64_t start, int64_t n) {
+                            int64_t start, int64_t n, int stream) {
+#if FP_HAVE_AVX2_KERNELS
+    if (itemsize == 4 && fp_cpu_has_avx2()) {
+        uint32_t *o = (uint32_t *)out + start;
+        const int64_t nv = n & ~(int64_t)31;
+        fp_decode_u32_avx2(codes + start, o, nv, (const uint32_t *)lut,
+                           stream && ((uintptr_t)o & 31) == 0);
+        start += nv;
+        n -= nv;
+    }
+#endif
     if (itemsize == 2)
         fp_decode_u16(codes + start, (uint16_t *)out + start, n, (const uint16_t *)lut);
     else if (itemsize == 4)

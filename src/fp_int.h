@@ -193,7 +193,8 @@ FP_TARGET_AVX2 static inline __m256i fp_adds_epi32(__m256i a, __m256i b, __m256i
 
 /* One MR x NR tile.  ap: MR rows of packed A (row stride lda2 int32),
  * bp: packed panel, kp2: number of k-pairs, blk2: pairs per block (kp2 for a
- * single block), acc/cnt: the tile's running accumulator and overflow counts. */
+ * single block), acc/cnt: the tile's running accumulator and overflow counts
+ * (cnt NULL: not counted). */
 FP_TARGET_AVX2 static void fp_i8_tile_avx2(const int32_t *ap, int64_t lda2, const int16_t *bp,
                                            int64_t kp2, int64_t blk2, int saturate,
                                            int32_t acc[FP_MR][FP_NR], int32_t cnt[FP_MR][FP_NR]) {
@@ -210,13 +211,24 @@ FP_TARGET_AVX2 static void fp_i8_tile_avx2(const int32_t *ap, int64_t lda2, cons
                 s[r][1] = _mm256_add_epi32(s[r][1], _mm256_madd_epi16(av, b1));
             }
         }
-        for (int r = 0; r < FP_MR; r++) {
-            for (int h = 0; h < 2; h++) {
-                __m256i c = _mm256_loadu_si256((const __m256i *)&acc[r][8 * h]);
-                __m256i n = _mm256_loadu_si256((const __m256i *)&cnt[r][8 * h]);
-                c = fp_adds_epi32(c, s[r][h], &n, saturate);
-                _mm256_storeu_si256((__m256i *)&acc[r][8 * h], c);
-                _mm256_storeu_si256((__m256i *)&cnt[r][8 * h], n);
+        if (cnt) {
+            for (int r = 0; r < FP_MR; r++) {
+                for (int h = 0; h < 2; h++) {
+                    __m256i c = _mm256_loadu_si256((const __m256i *)&acc[r][8 * h]);
+                    __m256i n = _mm256_loadu_si256((const __m256i *)&cnt[r][8 * h]);
+                    c = fp_adds_epi32(c, s[r][h], &n, saturate);
+                    _mm256_storeu_si256((__m256i *)&acc[r][8 * h], c);
+                    _mm256_storeu_si256((__m256i *)&cnt[r][8 * h], n);
+                }
+            }
+        } else {
+            for (int r = 0; r < FP_MR; r++) {
+                for (int h = 0; h < 2; h++) {
+                    __m256i c = _mm256_loadu_si256((const __m256i *)&acc[r][8 * h]);
+                    __m256i unused = _mm256_setzero_si256();
+                    c = fp_adds_epi32(c, s[r][h], &unused, saturate);
+                    _mm256_storeu_si256((__m256i *)&acc[r][8 * h], c);
+                }
             }
         }
     }
@@ -293,18 +305,19 @@ static int fp_matmul_u8i8_acc32(const void *a, const void *b, int is_unsigned, c
 #pragma omp for schedule(static)
         for (int64_t pn = 0; pn < npan; pn++)
             fp_pack_b_panel(b, is_unsigned, K, N, pn * FP_NR, bp + pn * kp2 * 32);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
         for (int64_t t = 0; t < npan * nib; t++) {
             const int64_t pn = t / nib, ib = t % nib;
             int32_t acc[FP_MR][FP_NR], cnt[FP_MR][FP_NR];
             memset(cnt, 0, sizeof cnt);
+            int32_t (*cntp)[FP_NR] = counts ? cnt : NULL;
             for (int r = 0; r < FP_MR; r++)
                 for (int jj = 0; jj < FP_NR; jj++) {
                     int64_t i = ib * FP_MR + r, j = pn * FP_NR + jj;
                     acc[r][jj] = (c0 && i < M && j < N) ? c0[i * N + j] : 0;
                 }
             fp_i8_tile_avx2(ap + ib * FP_MR * kp2, kp2, bp + pn * kp2 * 32, kp2, blk2, saturate,
-                            acc, cnt);
+                            acc, cntp);
             for (int r = 0; r < FP_MR; r++)
                 for (int jj = 0; jj < FP_NR; jj++) {
                     int64_t i = ib * FP_MR + r, j = pn * FP_NR + jj;

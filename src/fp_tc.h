@@ -301,7 +301,7 @@ static int fp_tc_fast(const uint8_t *a, const uint8_t *b, int64_t M, int64_t K, 
                     ebp[d] = in ? leb[code] : (int8_t)FP_TC_ZEXP8;
                     special += in ? lsb[code] : 0;
                 }
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
         for (int64_t t = 0; t < npan * nib; t++) {
             const int64_t q = t / nib, ib = t % nib;
             const int64_t i0 = ib * FP_TC_MR, j0 = q * FP_TC_NC;
