@@ -124,6 +124,13 @@ def int8_matmul(tab, size, repeat, threads):
                 ref_sat = r
             tab.add(w, f"fixedpoint ({name})", t, median_time(lambda: fp.matmul(a, b, acc=acc, num_threads=t), repeat),
                     ops / 1e9, "GOPS", None)
+        # with the register starting near its limit overflow is possible, so the
+        # block-saturating kernel itself runs (no exact shortcut)
+        c_edge = np.where(np.arange(N) % 2, 2**31 - 2**20, -(2**31) + 2**20)[None, :].repeat(M, 0)
+        sat = fp.Accumulator(32, "saturate", 32)
+        tab.add(w, "fixedpoint (saturate, block=32, c near the int32 edge)", t,
+                median_time(lambda: fp.matmul(a, b, acc=sat, c=c_edge, num_threads=t), repeat),
+                ops / 1e9, "GOPS", None, "overflow possible: the block-saturating kernel runs")
         a32, b32 = a.astype(np.int32), b.astype(np.int32)
         if size <= 512 or t == threads[0]:
             with numpy_threads(t):

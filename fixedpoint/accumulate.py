@@ -86,6 +86,27 @@ def _matmul_2d(a, b, c0, f, acc, want_counts, nthreads):
     M, K = a.shape
     N = b.shape[1]
     maxprod = max(abs(f.min), abs(f.max)) ** 2
+    # Every value the register takes is c plus a prefix of the products, so
+    # |value| <= max|c| + K * max|product|.  When that bound fits the
+    # register no add can overflow: wrap, saturate and the exact sum agree,
+    # whatever the block, and the overflow counts are zero.  Take the
+    # fastest exact kernel then (one wrapping block).
+    cmax = 0 if c0 is None or c0.size == 0 else int(np.abs(c0).max())
+    if cmax + K * maxprod <= acc.max:
+        if acc.bits <= 32 and f.bits <= 8:
+            exact_acc = Accumulator(32, "wrap", 1)
+        else:
+            exact_acc = Accumulator(acc.bits, "wrap", max(K, 1))
+        out, _ = _matmul_2d_kernel(a, b, c0, f, exact_acc, False, nthreads)
+        counts = np.zeros((M, N), dtype=np.int64) if want_counts else None
+        return out.astype(acc.dtype, copy=False), counts
+    return _matmul_2d_kernel(a, b, c0, f, acc, want_counts, nthreads)
+
+
+def _matmul_2d_kernel(a, b, c0, f, acc, want_counts, nthreads):
+    M, K = a.shape
+    N = b.shape[1]
+    maxprod = max(abs(f.min), abs(f.max)) ** 2
     fast = (f.bits <= 8 and acc.bits == 32
             and ((acc.overflow == "wrap" and not want_counts)
                  or (acc.block % 2 == 0 and acc.block * maxprod < 2**31)))

@@ -79,7 +79,10 @@ def main(argv=None) -> int:
     sub.add_parser("info", help="build and format information")
     sub.add_parser("demo", help="compute the worked examples")
     args = ap.parse_args(argv)
-    {"info": _info, "demo": _demo}[args.cmd](sys.stdout)
+    try:
+        {"info": _info, "demo": _demo}[args.cmd](sys.stdout)
+    except BrokenPipeError:          # e.g. piped into `head`
+        sys.stderr.close()
     return 0
 
 

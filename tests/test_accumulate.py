@@ -202,3 +202,20 @@ def test_bad_arguments():
         fp.matmul(a, np.full((3, 2), 200))
     with pytest.raises(ValueError, match="scalar"):
         fp.matmul(3, 4)
+
+
+def test_no_overflow_shortcut_boundary():
+    """Where max|c| + K * max|product| fits the register, every mode gives the
+    exact sum and zero counts; one step past it the saturating kernel runs
+    and must still match the reference."""
+    K = 8
+    a = np.full((1, K), -128, np.int8)
+    b = np.full((K, 1), -128, np.int8)          # every product is 16384
+    acc = fp.Accumulator(32, "saturate", block=2)
+    edge = 2**31 - 1 - K * 16384
+    for c0 in (edge, edge + 1, -edge, 2**31 - 1):
+        got, n = fp.matmul(a, b, acc=acc, c=[[c0]], return_overflow=True)
+        want, want_n = ref.matmul(a, b, 32, "saturate", 2, [[c0]])
+        assert got[0, 0] == want[0, 0] and n[0, 0] == want_n[0, 0], c0
+    assert fp.matmul(a, b, acc=acc, c=[[edge]])[0, 0] == 2**31 - 1
+    assert fp.matmul(a, b, acc=acc, c=[[edge + 1]], return_overflow=True)[1][0, 0] == 1
