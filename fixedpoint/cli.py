@@ -44,10 +44,10 @@ def _demo(out) -> None:
     a[K // 2:] = 127
     b = np.full(K, -128, np.int8)
     exact = int(a.astype(np.int64) @ b.astype(np.int64))
-    hop = int(dot(a, b, "int8", Accumulator(32, "saturate", block=32)))
+    hop = int(dot(a, b, "int8", Accumulator(32, "saturate", block=16)))
     wrp = int(dot(a, b, "int8", Accumulator(32, "wrap")))
     print(f"\nHopper INT8 GEMM, K = {K}: the running sum passes 2^31 and comes back", file=out)
-    print(f"  exact {exact}, wrapping register {wrp}, Hopper (saturate per block of 32) {hop}",
+    print(f"  exact {exact}, wrapping register {wrp}, Hopper (saturate per block of 16) {hop}",
           file=out)
 
     xs = np.array([464.0, 465.0, 1e6, -np.inf, np.nan, 2.0**-10], np.float32)

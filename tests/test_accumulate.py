@@ -219,3 +219,29 @@ def test_no_overflow_shortcut_boundary():
         assert got[0, 0] == want[0, 0] and n[0, 0] == want_n[0, 0], c0
     assert fp.matmul(a, b, acc=acc, c=[[edge]])[0, 0] == 2**31 - 1
     assert fp.matmul(a, b, acc=acc, c=[[edge + 1]], return_overflow=True)[1][0, 0] == 1
+
+
+def test_hopper_int_mm_clamps_every_16_products(data_dir):
+    """A recording designed to tell block sizes apart (this session, H200,
+    torch 2.11 ``_int_mm``, M = N = 32, K = 135168): blocks of 16 reproduce
+    every row; 8, 32, 64, 128 and 256 and the exact sum reproduce none.
+    The earlier recordings (int_mm.npz, int_mm_order.npz) fit 16 and 32 alike."""
+    z = np.load(data_dir / "int_mm_block_probe.npz")
+    a, want = z["a"], z["out"]
+    b = np.full((a.shape[1], want.shape[1]), -128, np.int8)
+    assert fp.matmul(a, b, "int8", fp.Accumulator(32, "saturate", block=16)).tolist() == want.tolist()
+    for block in (8, 32, 64, 128, 256):
+        got = fp.matmul(a, b, "int8", fp.Accumulator(32, "saturate", block=block))
+        assert not np.any(got[:, 0] == want[:, 0]), block
+    exact = a.astype(np.int64) @ b[:, :1].astype(np.int64)
+    assert not np.any(exact[:, 0] == want[:, 0])
+    # and blocks of 16 also reproduce every earlier recording
+    z2 = np.load(data_dir / "int_mm.npz")
+    for case in load_cases(z2):
+        i = case["id"]
+        np.testing.assert_array_equal(
+            fp.matmul(z2[i + "_a"], z2[i + "_b"], "int8", fp.Accumulator(32, "saturate", 16)),
+            z2[i + "_out"])
+    for case in load_cases(np.load(data_dir / "int_mm_order.npz")):
+        x, y = _order_case(case)
+        assert fp.dot(x, y, "int8", fp.Accumulator(32, "saturate", 16)) == case["got"]

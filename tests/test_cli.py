@@ -15,7 +15,7 @@ def _run(*args):
 def test_demo_prints_the_recorded_hopper_result():
     out = _run("demo")
     # int_mm_order.npz, K = 278528 up_then_down: the GPU returned -116391937
-    assert "Hopper (saturate per block of 32) -116391937" in out
+    assert "Hopper (saturate per block of 16) -116391937" in out
     assert "42 * 38 = 1596" in out and "wrap 60" in out
     assert "465  0x7F (nan)   0x7E (448)" in out
 
