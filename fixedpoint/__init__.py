@@ -11,6 +11,7 @@ from .formats import FloatFormat, IntFormat
 from .fp8 import as_ml_dtypes, from_fp8, to_fp8
 from .intops import add, mul, mul_wide, saturate, wrap
 from .tensorcore import TensorCoreAccumulator, fp8_matmul
+from .requant import qlinear, quantize_multiplier, requantize
 from . import rtl
 
 __version__ = "0.1.0"
@@ -21,6 +22,7 @@ __all__ = [
     "Accumulator", "matmul", "dot",
     "to_fp8", "from_fp8", "as_ml_dtypes",
     "TensorCoreAccumulator", "fp8_matmul",
+    "quantize_multiplier", "requantize", "qlinear",
     "set_num_threads", "get_num_threads",
     "rtl",
 ]

@@ -252,3 +252,59 @@ def tensorcore_dot(a_vals, a_exps, b_vals, b_exps, block, frac_bits, product_exp
             acc = _round_f32(acc + c)
             c = Fraction(0)
     return acc if promote_every else c
+
+
+# ---------------------------------------------------------------------------
+# Requantization (SEMANTICS.md section 5), one Python integer at a time.
+
+INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
+
+
+def tflite_quantize_multiplier(real):
+    """(q, shift) with real = q * 2^(shift - 31), q rounded half away from zero."""
+    if real == 0:
+        return 0, 0
+    x = Fraction(real)
+    shift = 0
+    while x >= 1:                     # bring x into [0.5, 1)
+        x /= 2
+        shift += 1
+    while x < Fraction(1, 2):
+        x *= 2
+        shift -= 1
+    scaled = x * 2 ** 31
+    q = math.floor(scaled + Fraction(1, 2))
+    if q == 2 ** 31:
+        q //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return q, shift
+
+
+def gemmlowp_srdhm(a, b):
+    """SaturatingRoundingDoublingHighMul for int32 a, b (Python ints)."""
+    if a == INT32_MIN and b == INT32_MIN:
+        return INT32_MAX
+    ab = a * b
+    nudge = (1 << 30) if ab >= 0 else 1 - (1 << 30)
+    total = ab + nudge
+    q = abs(total) // (1 << 31)       # C++ division truncates toward zero
+    return q if total >= 0 else -q
+
+
+def gemmlowp_rounding_divide_by_pot(x, exponent):
+    mask = (1 << exponent) - 1
+    remainder = x & mask              # Python ints: two's complement semantics
+    threshold = (mask >> 1) + (1 if x < 0 else 0)
+    return (x >> exponent) + (1 if remainder > threshold else 0)
+
+
+def tflite_multiply_by_quantized_multiplier(x, q, shift, single_rounding=False):
+    if single_rounding:
+        total = 31 - shift
+        return (x * q + (1 << (total - 1))) >> total
+    left = shift if shift > 0 else 0
+    right = -shift if shift < 0 else 0
+    xs = wrap_int(x * (1 << left), 32)          # int32 arithmetic in the C++ source
+    return gemmlowp_rounding_divide_by_pot(gemmlowp_srdhm(xs, q), right)

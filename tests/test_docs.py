@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 MODULES = ["fixedpoint.formats", "fixedpoint.intops", "fixedpoint.accumulate", "fixedpoint.fp8",
-           "fixedpoint.tensorcore", "fixedpoint.rtl", "fixedpoint._checks"]
+           "fixedpoint.tensorcore", "fixedpoint.rtl", "fixedpoint._checks", "fixedpoint.requant"]
 
 
 @pytest.mark.parametrize("name", MODULES)
