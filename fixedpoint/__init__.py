@@ -12,6 +12,8 @@ from .fp8 import as_ml_dtypes, from_fp8, to_fp8
 from .intops import add, mul, mul_wide, saturate, wrap
 from .tensorcore import TensorCoreAccumulator, fp8_matmul
 from .requant import qlinear, quantize_multiplier, requantize
+from .quantize import QTensor, dequantize, fake_quant, quantize
+from . import metrics
 from . import rtl
 
 __version__ = "0.1.0"
@@ -23,6 +25,7 @@ __all__ = [
     "to_fp8", "from_fp8", "as_ml_dtypes",
     "TensorCoreAccumulator", "fp8_matmul",
     "quantize_multiplier", "requantize", "qlinear",
+    "QTensor", "quantize", "dequantize", "fake_quant", "metrics",
     "set_num_threads", "get_num_threads",
     "rtl",
 ]

@@ -5,7 +5,8 @@ import importlib
 import pytest
 
 MODULES = ["fixedpoint.formats", "fixedpoint.intops", "fixedpoint.accumulate", "fixedpoint.fp8",
-           "fixedpoint.tensorcore", "fixedpoint.rtl", "fixedpoint._checks", "fixedpoint.requant"]
+           "fixedpoint.tensorcore", "fixedpoint.rtl", "fixedpoint._checks", "fixedpoint.requant",
+           "fixedpoint.quantize", "fixedpoint.metrics"]
 
 
 @pytest.mark.parametrize("name", MODULES)
