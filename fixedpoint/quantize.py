@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import check_choice, check_positive_int
+from . import _quant
+from ._checks import check_choice, check_positive_int, resolve_threads
 from .formats import FloatFormat, IntFormat, as_float_format, as_int_format
 from .fp8 import from_fp8, to_fp8
 
@@ -161,6 +162,13 @@ def pack_codes(codes: np.ndarray, fmt) -> np.ndarray:
         return flat.view(np.uint8).copy()
     if bits not in (2, 4):
         raise ValueError(f"fmt: packing is defined for 2-, 4- and 8-bit formats, not {bits}-bit")
+    if bits == 4:
+        u8 = flat.view(np.uint8)
+        if u8.size % 2:
+            u8 = np.concatenate([u8, np.zeros(1, np.uint8)])
+        out = np.empty(u8.size // 2, np.uint8)
+        _quant.pack4(u8, out)
+        return out
     per = 8 // bits
     u = (flat.astype(np.int16) & ((1 << bits) - 1)).astype(np.uint8)
     pad = (-u.size) % per
@@ -272,7 +280,7 @@ def _check_finite(x, nan, f):
 def quantize(x, fmt="int8", *, scale=None, zero_point=None, symmetric=True, axis=None,
              group_size=None, narrow_range=False, rounding="nearest_even",
              calibration="minmax", percentile=99.99, float_zero_point=False, margin=0,
-             saturate=True, nan="raise", seed=None) -> QTensor:
+             saturate=True, nan="raise", seed=None, num_threads=None) -> QTensor:
     """Quantize floats to integer or FP8 codes.
 
     Parameters
@@ -309,6 +317,7 @@ def quantize(x, fmt="int8", *, scale=None, zero_point=None, symmetric=True, axis
         lets NaN through to FP8 formats that have a NaN.
     seed : int, optional
         For ``rounding="stochastic"``.
+    num_threads : int, optional
 
     Examples
     --------
@@ -333,7 +342,19 @@ def quantize(x, fmt="int8", *, scale=None, zero_point=None, symmetric=True, axis
     if float_zero_point and (symmetric or is_fp8):
         raise ValueError("float_zero_point: needs symmetric=False and an integer format")
     X = _float_input(x)
-    _check_finite(X, nan, f)
+    nthreads = resolve_threads(num_threads)
+    fast_minmax = None
+    if scale is not None and X.dtype == np.float32:
+        pass          # the compiled kernel (or the path below) checks finiteness in its pass
+    elif X.dtype == np.float32 and X.size:
+        flat = np.ascontiguousarray(X).reshape(-1)
+        mn, mx, nbad = _quant.minmax(flat, nthreads)
+        if nbad:
+            _check_finite(X, nan, f)
+        else:
+            fast_minmax = (mn, mx)
+    else:
+        _check_finite(X, nan, f)
     ax = _check_axis(axis, X.ndim)
     gs = None
     if group_size is not None:
@@ -349,12 +370,14 @@ def quantize(x, fmt="int8", *, scale=None, zero_point=None, symmetric=True, axis
         if zero_point is not None:
             raise ValueError("zero_point: give it together with scale, or neither")
         blocks, restore = _blocks(X, ax, gs)
-        with np.errstate(invalid="ignore"):
-            fin = np.where(np.isfinite(blocks), blocks, 0.0)
-        if calibration == "minmax":
-            rmin, rmax = fin.min(axis=1).astype(np.float64), fin.max(axis=1).astype(np.float64)
+        if calibration == "minmax" and ax is None and fast_minmax is not None:
+            rmin, rmax = np.array([fast_minmax[0]]), np.array([fast_minmax[1]])   # fused pass
         else:
-            if symmetric or is_fp8:
+            with np.errstate(invalid="ignore"):
+                fin = np.where(np.isfinite(blocks), blocks, 0.0)   # NaN passed to FP8: ignored
+            if calibration == "minmax":
+                rmin, rmax = fin.min(axis=1).astype(np.float64), fin.max(axis=1).astype(np.float64)
+            elif symmetric or is_fp8:
                 amax = np.percentile(np.abs(fin), percentile, axis=1)
                 rmin, rmax = -amax, amax
             else:
@@ -388,6 +411,19 @@ def quantize(x, fmt="int8", *, scale=None, zero_point=None, symmetric=True, axis
                     bad = zp.min() if zp.min() < f.min else zp.max()
                     raise ValueError(f"zero_point: {bad} is outside the {f.name} range [{f.min}, {f.max}]")
 
+    runs = _runs(X, sc, zp, ax, gs) if (not is_fp8 and not float_zero_point and f.bits <= 8
+                                        and X.dtype == np.float32
+                                        and rounding in ("nearest_even", "toward_zero", "floor")) else None
+    if runs is not None:
+        x2, s_run, z_run = runs
+        out = np.empty(x2.shape, np.uint8)
+        if _quant.quantize_runs(x2, out, s_run, z_run, float(f.min), float(f.max), rounding,
+                                not f.signed, nthreads):
+            _check_finite(X, "raise", f)             # raises, saying where
+        codes = out.view(f.dtype).reshape(X.shape)
+        return QTensor(codes, np.asarray(sc, np.float32), np.asarray(zp), f, ax, gs, False)
+    if scale is not None and X.dtype == np.float32:
+        _check_finite(X, nan, f)
     s_full = _expand(sc, X.shape, ax, gs).astype(X.dtype)
     if is_fp8:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -403,6 +439,27 @@ def quantize(x, fmt="int8", *, scale=None, zero_point=None, symmetric=True, axis
                 v = round_values(X / s_full, rounding, seed) + z_full
             codes = np.clip(v, f.min, f.max).astype(f.dtype)
     return QTensor(codes, np.asarray(sc, np.float32), np.asarray(zp), f, ax, gs, bool(float_zero_point))
+
+
+def _runs(X, sc, zp, ax, gs, min_run=32):
+    """X as rows that each share one (scale, zero point), for the compiled
+    kernel: per tensor, per channel (rows of the trailing dimensions) and per
+    group along the last axis.  None when the layout has short runs."""
+    Xc = np.ascontiguousarray(X)
+    sc = np.asarray(sc, np.float32)
+    zf = np.asarray(zp).astype(np.float32)
+    if ax is None:
+        return Xc.reshape(1, -1), sc.reshape(1), zf.reshape(1)
+    if gs is None:
+        outer = int(np.prod(Xc.shape[:ax], dtype=np.int64))
+        inner = int(np.prod(Xc.shape[ax + 1:], dtype=np.int64))
+        if inner < min_run:
+            return None
+        return (Xc.reshape(-1, inner), np.ascontiguousarray(np.tile(sc, outer)),
+                np.ascontiguousarray(np.tile(zf, outer)))
+    if ax != Xc.ndim - 1 or gs < min_run:
+        return None
+    return Xc.reshape(-1, gs), np.ascontiguousarray(sc.reshape(-1)), np.ascontiguousarray(zf.reshape(-1))
 
 
 def _check_param_shape(p, name, shape, ax, gs):

@@ -257,3 +257,26 @@ def test_percentile_clips_outliers(seed, fmt, n):
     qp = fp.quantize(x, fmt, symmetric=sym, calibration="percentile", percentile=99.0)
     qm = fp.quantize(x, fmt, symmetric=sym)
     assert qp.scale < qm.scale
+
+
+def test_non_finite_found_by_the_compiled_pass(rng):
+    """With a scale given, float32 input is checked inside the quantize kernel
+    (one pass): any non-finite value still raises, naming its index."""
+    x = rng.standard_normal(100_003).astype(np.float32)
+    for where, bad in ((17, np.inf), (100_002, -np.inf), (65_536, np.nan)):
+        y = x.copy()
+        y[where] = bad
+        with pytest.raises(ValueError, match=rf"x: non-finite value .* at index \({where},\)"):
+            fp.quantize(y, "int8", scale=0.1)
+    # and the compiled path agrees with the general one (float64 input takes NumPy)
+    q32 = fp.quantize(x, "int8", scale=0.01, zero_point=3)
+    q64 = fp.quantize(x.astype(np.float64), "int8", scale=np.float32(0.01), zero_point=3)
+    d = np.flatnonzero(q32.codes != q64.codes)
+    # float32 and float64 division can differ on a tie: only there
+    assert all(abs(abs(np.float64(x[i]) / np.float64(np.float32(0.01))) % 1 - 0.5) < 1e-4 for i in d)
+    x2 = rng.standard_normal((64, 96)).astype(np.float32)
+    for kw in ({"axis": 0}, {"axis": 1, "group_size": 32}, {"axis": 1}):
+        q = fp.quantize(x2, "int4", **kw)
+        s = fp.quantize.__globals__["_expand"](q.scale, x2.shape, q.axis, q.group_size)
+        want = np.clip(np.rint(x2 / s), -8, 7)
+        np.testing.assert_array_equal(q.codes, want, err_msg=str(kw))

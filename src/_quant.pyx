@@ -1,0 +1,71 @@
+# cython: language_level=3
+"""Compiled quantization kernels (private; ``fixedpoint.quantize`` validates)."""
+import numpy as np
+cimport numpy as cnp
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t, uint8_t
+
+from fp_quant cimport *
+
+cnp.import_array()
+
+_MODES = {"nearest_even": FP_Q_RNE, "toward_zero": FP_Q_RTZ, "floor": FP_Q_FLOOR}
+cdef int64_t CHUNK = 1 << 16
+
+
+def quantize_runs(const float[:, ::1] x, uint8_t[:, ::1] out, const float[::1] scale,
+                  const float[::1] zp, float lo, float hi, str rounding, bint is_unsigned,
+                  int nthreads):
+    """out[r, :] = codes of x[r, :] with (scale[r], zp[r]): one run per row.
+
+    Returns the number of non-finite inputs (the codes are then meaningless)."""
+    cdef int mode = _MODES[rounding]
+    cdef int64_t R = x.shape[0], L = x.shape[1]
+    cdef int64_t nchunks = (L + CHUNK - 1) // CHUNK
+    cdef int64_t t, r, c, start, m
+    cdef int stream = R * L >= (1 << 22)
+    cdef int64_t bad = 0
+    if R == 0 or L == 0:
+        return 0
+    with nogil:
+        for t in prange(R * nchunks, num_threads=nthreads, schedule="dynamic"):
+            r = t // nchunks
+            c = t % nchunks
+            start = c * CHUNK
+            m = L - start
+            if m > CHUNK:
+                m = CHUNK
+            bad += fp_quant_run(&x[r, start], &out[r, start], m, scale[r], zp[r], lo, hi, mode,
+                                is_unsigned, stream)
+    return bad
+
+
+def minmax(const float[::1] x, int nthreads):
+    """(min, max, number of non-finite values) of a float32 vector."""
+    cdef int64_t n = x.shape[0]
+    cdef int64_t nchunks = (n + CHUNK - 1) // CHUNK
+    mins = np.empty(max(nchunks, 1), np.float32)
+    maxs = np.empty(max(nchunks, 1), np.float32)
+    bads = np.zeros(max(nchunks, 1), np.int64)
+    cdef float[::1] vmin = mins, vmax = maxs
+    cdef int64_t[::1] vbad = bads
+    cdef int64_t c, start, m
+    if n == 0:
+        return np.inf, -np.inf, 0
+    with nogil:
+        for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
+            start = c * CHUNK
+            m = n - start
+            if m > CHUNK:
+                m = CHUNK
+            vbad[c] = fp_minmax_f32(&x[start], m, &vmin[c], &vmax[c])
+    return float(mins.min()), float(maxs.max()), int(bads.sum())
+
+
+def pack4(const uint8_t[::1] codes, uint8_t[::1] out):
+    """Two 4-bit codes per byte (len(codes) even)."""
+    cdef int64_t npairs = codes.shape[0] // 2
+    if npairs == 0:
+        return
+    with nogil:
+        fp_pack4(&codes[0], &out[0], npairs)

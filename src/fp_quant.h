@@ -1,0 +1,204 @@
+/* Quantization kernels: float32 -> 8-bit (or packed 4-bit) integer codes.
+ *
+ *   code = clamp(round(x / scale) + zero_point, lo, hi)
+ *
+ * x / scale is an IEEE float32 division (ONNX QuantizeLinear); round is to
+ * nearest even, toward zero or toward minus infinity; the sum with the zero
+ * point and the clamp are exact in float32 (all values are small integers).
+ * Inputs are finite (the wrapper checks), so no NaN reaches a conversion.
+ *
+ */
+#ifndef FP_QUANT_H
+#define FP_QUANT_H
+
+#include <math.h>
+#include "fp_common.h"
+
+enum { FP_Q_RNE = 0, FP_Q_RTZ = 1, FP_Q_FLOOR = 2 };
+
+static inline float fp_q_round(float v, int mode) {
+    return mode == FP_Q_RNE ? rintf(v) : (mode == FP_Q_RTZ ? truncf(v) : floorf(v));
+}
+
+static inline int32_t fp_q_one(float x, float s, float zp, float lo, float hi, int mode) {
+    float v = fp_q_round(x / s, mode) + zp;
+    v = v < lo ? lo : (v > hi ? hi : v);
+    return (int32_t)v;
+}
+
+static inline int fp_q_finite(float v) {
+    uint32_t b;
+    memcpy(&b, &v, sizeof b);
+    return (b & 0x7f800000u) != 0x7f800000u;
+}
+
+/* Portable loop: n codes, one per byte; returns the number of non-finite
+ * inputs (which get code 0: no NaN reaches a float -> int conversion). */
+static int64_t fp_quant_run_scalar(const float *x, uint8_t *o, int64_t n, float s, float zp,
+                                   float lo, float hi, int mode) {
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int ok = fp_q_finite(x[i]);
+        bad += !ok;
+        o[i] = ok ? (uint8_t)(fp_q_one(x[i], s, zp, lo, hi, mode) & 0xff) : 0;
+    }
+    return bad;
+}
+
+#if FP_HAVE_AVX2_KERNELS
+#include <immintrin.h>
+
+/* Adds -1 per lane for each non-finite value among x[0:32]. */
+FP_TARGET_AVX2 static inline __m256i fp_q_count_bad(__m256i bad, const float *p) {
+    const __m256i expo = _mm256_set1_epi32(0x7f800000);
+    for (int v = 0; v < 4; v++) {
+        const __m256i e = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(p + 8 * v)), expo);
+        bad = _mm256_add_epi32(bad, _mm256_cmpeq_epi32(e, expo));
+    }
+    return bad;
+}
+
+FP_TARGET_AVX2 static inline __m256i fp_q8(const float *p, __m256 vs, __m256 vzp, __m256 vlo,
+                                          __m256 vhi, const int mode) {
+    __m256 v = _mm256_div_ps(_mm256_loadu_ps(p), vs);
+    if (mode == FP_Q_RNE)
+        v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    else if (mode == FP_Q_RTZ)
+        v = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    else
+        v = _mm256_round_ps(v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, vzp), vlo), vhi);
+    return _mm256_cvtps_epi32(v);                      /* exact: v is an integer */
+}
+
+/* 32 inputs per step. */
+#define FP_QUANT_LOOP(MODE)                                                                  \
+    for (; i + 32 <= n; i += 32) {                                                           \
+        bad = fp_q_count_bad(bad, x + i);                                                     \
+        __m256i c0 = fp_q8(x + i, vs, vzp, vlo, vhi, MODE);                                  \
+        __m256i c1 = fp_q8(x + i + 8, vs, vzp, vlo, vhi, MODE);                              \
+        __m256i c2 = fp_q8(x + i + 16, vs, vzp, vlo, vhi, MODE);                             \
+        __m256i c3 = fp_q8(x + i + 24, vs, vzp, vlo, vhi, MODE);                             \
+        __m256i w01 = _mm256_packs_epi32(c0, c1), w23 = _mm256_packs_epi32(c2, c3);          \
+        __m256i b = is_unsigned ? _mm256_packus_epi16(w01, w23) : _mm256_packs_epi16(w01, w23); \
+        b = _mm256_permutevar8x32_epi32(b, perm);                                            \
+        if (stream)                                                                          \
+            _mm256_stream_si256((__m256i *)(o + i), b);                                      \
+        else                                                                                 \
+            _mm256_storeu_si256((__m256i *)(o + i), b);                                      \
+    }
+
+/* Returns how many inputs were done (a multiple of 32); *nbad gets the
+ * number of non-finite inputs among them (their codes are meaningless). */
+FP_TARGET_AVX2 static int64_t fp_quant_run_avx2(const float *x, uint8_t *o, int64_t n, float s,
+                                                float zp, float lo, float hi, int mode,
+                                                int is_unsigned, int stream, int64_t *nbad) {
+    __m256i bad = _mm256_setzero_si256();
+    const __m256 vs = _mm256_set1_ps(s), vzp = _mm256_set1_ps(zp);
+    const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    stream = stream && ((uintptr_t)o & 31) == 0;
+    int64_t i = 0;
+    if (mode == FP_Q_RNE) {
+        FP_QUANT_LOOP(FP_Q_RNE)
+    } else if (mode == FP_Q_RTZ) {
+        FP_QUANT_LOOP(FP_Q_RTZ)
+    } else {
+        FP_QUANT_LOOP(FP_Q_FLOOR)
+    }
+    if (stream) _mm_sfence();
+    int32_t c[8];
+    _mm256_storeu_si256((__m256i *)c, bad);
+    int64_t total = 0;
+    for (int k = 0; k < 8; k++) total -= c[k];
+    *nbad = total;
+    return i;
+}
+#undef FP_QUANT_LOOP
+#endif
+
+/* One run of n inputs sharing (scale, zero point), n codes out (int8 or
+ * uint8 as is_unsigned says, as bytes).  Returns the number of non-finite
+ * inputs: the caller refuses the result when it is not 0. */
+static int64_t fp_quant_run(const float *x, uint8_t *o, int64_t n, float s, float zp, float lo,
+                            float hi, int mode, int is_unsigned, int stream) {
+    int64_t done = 0, bad = 0;
+#if FP_HAVE_AVX2_KERNELS
+    if (fp_cpu_has_avx2()) done = fp_quant_run_avx2(x, o, n, s, zp, lo, hi, mode, is_unsigned, stream, &bad);
+#else
+    (void)is_unsigned; (void)stream;
+#endif
+    return bad + fp_quant_run_scalar(x + done, o + done, n - done, s, zp, lo, hi, mode);
+}
+
+/* Two 4-bit codes per byte, the first in the low nibble: o[i] from c[2i], c[2i+1]
+ * for i < n / 2 (the caller pads an odd tail). */
+FP_CLONES static void fp_pack4(const uint8_t *c, uint8_t *o, int64_t npairs) {
+    for (int64_t i = 0; i < npairs; i++)
+        o[i] = (uint8_t)((c[2 * i] & 0x0fu) | ((unsigned)(c[2 * i + 1] & 0x0fu) << 4));
+}
+
+/* min, max and the number of non-finite values of x[0:n] (min/max are
+ * meaningful only when that number is 0). */
+static int64_t fp_minmax_f32_scalar(const float *x, int64_t n, float *mn, float *mx) {
+    float lo = INFINITY, hi = -INFINITY;
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const float v = x[i];
+        uint32_t b;
+        memcpy(&b, &v, sizeof b);
+        bad += (b & 0x7f800000u) == 0x7f800000u;
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    *mn = lo;
+    *mx = hi;
+    return bad;
+}
+
+#if FP_HAVE_AVX2_KERNELS
+FP_TARGET_AVX2 static int64_t fp_minmax_f32_avx2(const float *x, int64_t n, float *mn, float *mx) {
+    __m256 lo0 = _mm256_set1_ps(INFINITY), hi0 = _mm256_set1_ps(-INFINITY);
+    __m256 lo1 = lo0, hi1 = hi0;
+    __m256i bad = _mm256_setzero_si256();
+    const __m256i expo = _mm256_set1_epi32(0x7f800000);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+        lo0 = _mm256_min_ps(lo0, a);
+        hi0 = _mm256_max_ps(hi0, a);
+        lo1 = _mm256_min_ps(lo1, b);
+        hi1 = _mm256_max_ps(hi1, b);
+        const __m256i ea = _mm256_and_si256(_mm256_castps_si256(a), expo);
+        const __m256i eb = _mm256_and_si256(_mm256_castps_si256(b), expo);
+        bad = _mm256_sub_epi32(bad, _mm256_cmpeq_epi32(ea, expo));   /* all-ones lanes: -1 */
+        bad = _mm256_sub_epi32(bad, _mm256_cmpeq_epi32(eb, expo));
+    }
+    float l[8], h[8];
+    int32_t c[8];
+    _mm256_storeu_ps(l, _mm256_min_ps(lo0, lo1));
+    _mm256_storeu_ps(h, _mm256_max_ps(hi0, hi1));
+    _mm256_storeu_si256((__m256i *)c, bad);
+    float tl, th;
+    int64_t nbad = fp_minmax_f32_scalar(x + i, n - i, &tl, &th);
+    for (int k = 0; k < 8; k++) {
+        tl = l[k] < tl ? l[k] : tl;
+        th = h[k] > th ? h[k] : th;
+        nbad += c[k];
+    }
+    *mn = tl;
+    *mx = th;
+    return nbad;
+}
+#endif
+
+/* Chunks here are at most 2^16 elements, so the int32 lane counters above
+ * cannot overflow. */
+static int64_t fp_minmax_f32(const float *x, int64_t n, float *mn, float *mx) {
+#if FP_HAVE_AVX2_KERNELS
+    if (fp_cpu_has_avx2()) return fp_minmax_f32_avx2(x, n, mn, mx);
+#endif
+    return fp_minmax_f32_scalar(x, n, mn, mx);
+}
+
+#endif
