@@ -14,6 +14,7 @@ from .tensorcore import TensorCoreAccumulator, fp8_matmul
 from .requant import qlinear, quantize_multiplier, requantize
 from .quantize import QTensor, dequantize, fake_quant, quantize
 from . import metrics
+from .calibrate import Calibrator, DelayedScaling
 from . import rtl
 
 __version__ = "0.1.0"
@@ -26,6 +27,7 @@ __all__ = [
     "TensorCoreAccumulator", "fp8_matmul",
     "quantize_multiplier", "requantize", "qlinear",
     "QTensor", "quantize", "dequantize", "fake_quant", "metrics",
+    "Calibrator", "DelayedScaling",
     "set_num_threads", "get_num_threads",
     "rtl",
 ]

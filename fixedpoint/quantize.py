@@ -48,6 +48,8 @@ ROUNDING = {
 CALIBRATION = {
     "minmax": "the smallest and largest values (per tensor, channel or group)",
     "percentile": "the given percentile of |x| (symmetric) or of x at both ends",
+    "mse": "the symmetric threshold with the least quantize-dequantize error (histogram)",
+    "entropy": "the symmetric threshold with the least KL divergence, as TensorRT (histogram)",
 }
 
 
@@ -303,7 +305,8 @@ def quantize(x, fmt="int8", *, scale=None, zero_point=None, symmetric=True, axis
         Use [-2^(n-1) + 1, 2^(n-1) - 1] for signed formats ([-127, 127] for INT8).
     rounding : str
         One of ``ROUNDING`` (integer formats; FP8 rounds to nearest even).
-    calibration : {"minmax", "percentile"}
+    calibration : {"minmax", "percentile", "mse", "entropy"}
+        See ``CALIBRATION``; :class:`fixedpoint.Calibrator` accumulates over batches.
     percentile : float
         For ``calibration="percentile"``.
     float_zero_point : bool
@@ -370,7 +373,12 @@ def quantize(x, fmt="int8", *, scale=None, zero_point=None, symmetric=True, axis
         if zero_point is not None:
             raise ValueError("zero_point: give it together with scale, or neither")
         blocks, restore = _blocks(X, ax, gs)
-        if calibration == "minmax" and ax is None and fast_minmax is not None:
+        if calibration in ("mse", "entropy"):
+            from .calibrate import Calibrator
+            cal = Calibrator(calibration, symmetric=symmetric or is_fp8, axis=ax, group_size=gs)
+            cal.update(X)
+            rmin, rmax = cal.block_range(f)
+        elif calibration == "minmax" and ax is None and fast_minmax is not None:
             rmin, rmax = np.array([fast_minmax[0]]), np.array([fast_minmax[1]])   # fused pass
         else:
             with np.errstate(invalid="ignore"):
