@@ -22,6 +22,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -34,6 +35,8 @@ def _optional(name):
     except Exception:   # noqa: BLE001 - any import failure means "missing"
         return None
 
+
+warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")   # PyTorch deprecation notice
 
 ml_dtypes = _optional("ml_dtypes")
 ort = _optional("onnxruntime")
@@ -268,9 +271,13 @@ def from_fp8(tab, n, repeat, threads):
         nan = np.isnan(ref)
         return bool(np.array_equal(np.isnan(r), nan) and np.array_equal(r[~nan].view(np.uint32),
                                                                          ref[~nan].view(np.uint32)))
+    buf = np.empty(n, np.float32)
     for t in threads:
         tab.add(w, "fixedpoint", t, median_time(lambda: fp.from_fp8(codes, "e5m2", num_threads=t), repeat),
-                n / 1e9, "G/s", None)
+                n / 1e9, "G/s", None, "fresh output array (first-touch page faults included)")
+        tab.add(w, "fixedpoint (out=)", t,
+                median_time(lambda: fp.from_fp8(codes, "e5m2", out=buf, num_threads=t), repeat),
+                n / 1e9, "G/s", None, "output array reused")
     if ml_dtypes is not None:
         v = codes.view(ml_dtypes.float8_e5m2)
         tab.add(w, "ml_dtypes astype", 1, median_time(lambda: v.astype(np.float32), repeat), n / 1e9, "G/s",
@@ -296,6 +303,68 @@ def from_fp8(tab, n, repeat, threads):
                                      .SerializeToString(), so, providers=["CPUExecutionProvider"])
             tab.add(w, "ONNX Runtime DequantizeLinear", t, median_time(lambda: s.run(None, {}), repeat),
                     n / 1e9, "G/s", same(s.run(None, {})[0]), "values equal; NaN compared as NaN")
+
+
+def quantize_int(tab, n, repeat, threads):
+    g = np.random.default_rng(6)
+    x = g.standard_normal(n).astype(np.float32)
+    scale = np.float32(0.05)
+    for fmt in ("int8", "int4"):
+        w = f"float32 -> {fmt.upper()} quantize{' + pack' if fmt == 'int4' else ''} (given scale), {n >> 20}M"
+        ref = fp.quantize(x, fmt, scale=scale)
+        ref_bytes = ref.pack()
+        for t in threads:
+            if fmt == "int8":
+                fn = lambda: fp.quantize(x, fmt, scale=scale, num_threads=t)  # noqa: E731
+            else:
+                fn = lambda: fp.quantize(x, fmt, scale=scale, num_threads=t).pack()  # noqa: E731
+            tab.add(w, "fixedpoint", t, median_time(fn, repeat), n / 1e9, "G/s", None)
+        if fmt == "int8":
+            def npy():
+                return np.clip(np.rint(x / scale), -128, 127).astype(np.int8)
+            tab.add(w, "NumPy expression", 1, median_time(npy, max(1, repeat // 2)), n / 1e9, "G/s",
+                    np.array_equal(npy(), ref.codes))
+            if torch is not None:
+                tx = torch.from_numpy(x)
+                for t in threads:
+                    torch.set_num_threads(t)
+                    r = torch.quantize_per_tensor(tx, float(scale), 0, torch.qint8).int_repr().numpy()
+                    tab.add(w, "PyTorch quantize_per_tensor", t,
+                            median_time(lambda: torch.quantize_per_tensor(tx, float(scale), 0, torch.qint8),
+                                        repeat), n / 1e9, "G/s", np.array_equal(r, ref.codes),
+                            "" if np.array_equal(r, ref.codes) else "rounds x * (1/scale), not x / scale")
+        if ort and onnx:
+            from onnx import TensorProto, helper
+            ty = TensorProto.INT8 if fmt == "int8" else TensorProto.INT4
+            for t in threads:
+                g_ = helper.make_graph(
+                    [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"])], "g",
+                    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])],
+                    [helper.make_tensor_value_info("y", ty, [n])],
+                    [helper.make_tensor("s", TensorProto.FLOAT, [], [float(scale)]),
+                     helper.make_tensor("z", ty, [], [0])])
+                s = ort_session(helper.make_model(g_, opset_imports=[helper.make_opsetid("", 21)]), t)
+
+                def run():
+                    bnd = s.io_binding()
+                    bnd.bind_cpu_input("x", x)
+                    bnd.bind_output("y", "cpu")
+                    s.run_with_iobinding(bnd)
+                    return bnd.get_outputs()[0]
+                o = run()
+                got = np.frombuffer((ctypes.c_uint8 * ref_bytes.size).from_address(o.data_ptr()), np.uint8)
+                tab.add(w, "ONNX Runtime QuantizeLinear", t, median_time(run, repeat), n / 1e9, "G/s",
+                        np.array_equal(got, ref_bytes), "packed bytes compared" if fmt == "int4" else "")
+    w = f"float32 -> INT8 quantize with min-max calibration, {n >> 20}M"
+    for t in threads:
+        tab.add(w, "fixedpoint", t, median_time(lambda: fp.quantize(x, "int8", num_threads=t), repeat),
+                n / 1e9, "G/s", None)
+
+    def npy_cal():
+        s_ = np.float32(np.abs(x).max() / 127)
+        return np.clip(np.rint(x / s_), -128, 127).astype(np.int8)
+    tab.add(w, "NumPy expression", 1, median_time(npy_cal, max(1, repeat // 2)), n / 1e9, "G/s",
+            np.array_equal(npy_cal(), fp.quantize(x, "int8").codes))
 
 
 def fp8_matmul(tab, size, repeat, threads):
@@ -341,6 +410,7 @@ def main(argv=None):
     elementwise_mul(tab, big, repeat, threads)
     to_fp8(tab, big, repeat, threads)
     from_fp8(tab, big, repeat, threads)
+    quantize_int(tab, big, repeat, threads)
     fp8_matmul(tab, mat, max(3, repeat // 2), threads)
     head = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
             f"Python {platform.python_version()}, NumPy {np.__version__}, fixedpoint {fp.__version__}"

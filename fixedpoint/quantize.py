@@ -304,7 +304,8 @@ def quantize(x, fmt="int8", *, scale=None, zero_point=None, symmetric=True, axis
     narrow_range : bool
         Use [-2^(n-1) + 1, 2^(n-1) - 1] for signed formats ([-127, 127] for INT8).
     rounding : str
-        One of ``ROUNDING`` (integer formats; FP8 rounds to nearest even).
+        One of ``ROUNDING``; FP8 formats take "nearest_even", "toward_zero"
+        and "stochastic" (those of :func:`fixedpoint.to_fp8`).
     calibration : {"minmax", "percentile", "mse", "entropy"}
         See ``CALIBRATION``; :class:`fixedpoint.Calibrator` accumulates over batches.
     percentile : float
@@ -340,8 +341,9 @@ def quantize(x, fmt="int8", *, scale=None, zero_point=None, symmetric=True, axis
         if is_fp8 or not f.signed:
             raise ValueError("narrow_range: applies to signed integer formats only")
         f = IntFormat(f.bits, True, True)
-    if is_fp8 and rounding != "nearest_even":
-        raise ValueError("rounding: FP8 quantization rounds to nearest even (use to_fp8 for other modes)")
+    if is_fp8 and rounding not in ("nearest_even", "toward_zero", "stochastic"):
+        raise ValueError(f"rounding: FP8 formats take 'nearest_even', 'toward_zero' or 'stochastic', "
+                         f"not {rounding!r}")
     if float_zero_point and (symmetric or is_fp8):
         raise ValueError("float_zero_point: needs symmetric=False and an integer format")
     X = _float_input(x)
@@ -436,7 +438,7 @@ def quantize(x, fmt="int8", *, scale=None, zero_point=None, symmetric=True, axis
     if is_fp8:
         with np.errstate(over="ignore", invalid="ignore"):
             q = (X / s_full).astype(np.float32)
-        codes = to_fp8(q, f, saturate=saturate)
+        codes = to_fp8(q, f, saturate=saturate, rounding=rounding, seed=seed)
         zp = np.zeros(np.shape(sc), np.int32)
     else:
         z_full = _expand(zp, X.shape, ax, gs)

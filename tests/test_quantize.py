@@ -280,3 +280,16 @@ def test_non_finite_found_by_the_compiled_pass(rng):
         s = fp.quantize.__globals__["_expand"](q.scale, x2.shape, q.axis, q.group_size)
         want = np.clip(np.rint(x2 / s), -8, 7)
         np.testing.assert_array_equal(q.codes, want, err_msg=str(kw))
+
+
+def test_fp8_rounding_modes(rng):
+    x = rng.standard_normal(5000).astype(np.float32) * 10
+    for mode in ("nearest_even", "toward_zero"):
+        q = fp.quantize(x, "e4m3", scale=0.5, rounding=mode)
+        np.testing.assert_array_equal(q.codes, fp.to_fp8((x / np.float32(0.5)).astype(np.float32), "e4m3",
+                                                        saturate=True, rounding=mode))
+    q1 = fp.quantize(x, "e4m3", scale=0.5, rounding="stochastic", seed=4)
+    q2 = fp.quantize(x, "e4m3", scale=0.5, rounding="stochastic", seed=4)
+    np.testing.assert_array_equal(q1.codes, q2.codes)
+    with pytest.raises(ValueError, match="rounding: FP8 formats take"):
+        fp.quantize(x, "e4m3", rounding="floor")
