@@ -23,8 +23,6 @@ A range of zero (an all-zero tensor or block) gets ``scale = 1.0``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from . import _quant
@@ -97,7 +95,6 @@ def round_values(v: np.ndarray, rounding: str = "nearest_even", seed=None) -> np
     return f + (gen.random(v.shape) < (v - f))
 
 
-@dataclass(frozen=True, eq=False)
 class QTensor:
     """Quantized codes with what it takes to read them back.
 
@@ -107,19 +104,40 @@ class QTensor:
     shape ``()`` (per tensor), ``(C,)`` (per channel along ``axis``) or the
     tensor's shape with ``axis`` divided by ``group_size`` (per group, as ONNX
     blocked quantization).
+
+    A QTensor made by :func:`quantize` for a 4-bit format may hold its codes
+    packed (the quantizer writes them packed in the same pass); ``codes`` then
+    unpacks them on first use.
     """
 
-    codes: np.ndarray
-    scale: np.ndarray
-    zero_point: np.ndarray
-    fmt: object
-    axis: int | None = None
-    group_size: int | None = None
-    float_zero_point: bool = False
+    def __init__(self, codes, scale, zero_point, fmt, axis=None, group_size=None,
+                 float_zero_point=False, *, packed=None, shape=None):
+        if codes is None and (packed is None or shape is None):
+            raise ValueError("codes: give the codes, or packed bytes and the shape")
+        self._codes = codes
+        self._packed = packed
+        self._shape = tuple(codes.shape) if codes is not None else tuple(shape)
+        self.scale = scale
+        self.zero_point = zero_point
+        self.fmt = fmt
+        self.axis = axis
+        self.group_size = group_size
+        self.float_zero_point = bool(float_zero_point)
+
+    @property
+    def codes(self) -> np.ndarray:
+        """The codes, one per element, in the format's storage dtype."""
+        if self._codes is None:
+            self._codes = unpack_codes(self._packed, self.fmt, self._shape)
+        return self._codes
+
+    def __repr__(self) -> str:
+        return (f"QTensor(shape={self.shape}, fmt={getattr(self.fmt, 'name', self.fmt)}, "
+                f"axis={self.axis}, group_size={self.group_size}, scale={np.shape(self.scale)})")
 
     @property
     def shape(self):
-        return self.codes.shape
+        return self._shape
 
     def dequantize(self, dtype=np.float32) -> np.ndarray:
         """Float values of the codes (ONNX ``DequantizeLinear``: float32 arithmetic)."""
@@ -138,7 +156,12 @@ class QTensor:
     def pack(self) -> np.ndarray:
         """The codes as stored bytes: 8-bit formats one per byte; 4-bit two per
         byte, first element in the low nibble; 2-bit four per byte from the low
-        bits (ONNX >= 1.17); odd counts padded with zeros.  C order."""
+        bits (ONNX >= 1.17); odd counts padded with zeros.  C order.  When the
+        QTensor already holds packed codes this is a read-only view of them."""
+        if self._packed is not None:
+            view = self._packed.view()
+            view.flags.writeable = False
+            return view
         return pack_codes(self.codes, self.fmt)
 
     @classmethod
@@ -426,9 +449,17 @@ def quantize(x, fmt="int8", *, scale=None, zero_point=None, symmetric=True, axis
                                         and rounding in ("nearest_even", "toward_zero", "floor")) else None
     if runs is not None:
         x2, s_run, z_run = runs
+        if f.bits == 4 and x2.shape[1] % 2 == 0:
+            # write the codes packed in the same pass; QTensor.codes unpacks on demand
+            packed = np.empty((x2.shape[0], x2.shape[1] // 2), np.uint8)
+            if _quant.quantize_runs(x2, packed, s_run, z_run, float(f.min), float(f.max),
+                                    rounding, not f.signed, nthreads, True):
+                _check_finite(X, "raise", f)             # raises, saying where
+            return QTensor(None, np.asarray(sc, np.float32), np.asarray(zp), f, ax, gs, False,
+                           packed=packed.reshape(-1), shape=X.shape)
         out = np.empty(x2.shape, np.uint8)
         if _quant.quantize_runs(x2, out, s_run, z_run, float(f.min), float(f.max), rounding,
-                                not f.signed, nthreads):
+                                not f.signed, nthreads, False):
             _check_finite(X, "raise", f)             # raises, saying where
         codes = out.view(f.dtype).reshape(X.shape)
         return QTensor(codes, np.asarray(sc, np.float32), np.asarray(zp), f, ax, gs, False)

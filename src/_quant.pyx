@@ -15,13 +15,17 @@ cdef int64_t CHUNK = 1 << 16
 
 def quantize_runs(const float[:, ::1] x, uint8_t[:, ::1] out, const float[::1] scale,
                   const float[::1] zp, float lo, float hi, str rounding, bint is_unsigned,
-                  int nthreads):
+                  int nthreads, bint pack4=False):
     """out[r, :] = codes of x[r, :] with (scale[r], zp[r]): one run per row.
+
+    With pack4, out holds x.shape[1] // 2 bytes per row (rows of even length):
+    two 4-bit codes per byte, first in the low nibble.
 
     Returns the number of non-finite inputs (the codes are then meaningless)."""
     cdef int mode = _MODES[rounding]
     cdef int64_t R = x.shape[0], L = x.shape[1]
     cdef int64_t nchunks = (L + CHUNK - 1) // CHUNK
+    cdef int pk = pack4
     cdef int64_t t, r, c, start, m
     cdef int stream = R * L >= (1 << 22)
     cdef int64_t bad = 0
@@ -35,8 +39,8 @@ def quantize_runs(const float[:, ::1] x, uint8_t[:, ::1] out, const float[::1] s
             m = L - start
             if m > CHUNK:
                 m = CHUNK
-            bad += fp_quant_run(&x[r, start], &out[r, start], m, scale[r], zp[r], lo, hi, mode,
-                                is_unsigned, stream)
+            bad += fp_quant_run(&x[r, start], &out[r, start // 2 if pk else start], m, scale[r],
+                                zp[r], lo, hi, mode, is_unsigned, stream, pk)
     return bad
 
 

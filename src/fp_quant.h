@@ -32,15 +32,23 @@ static inline int fp_q_finite(float v) {
     return (b & 0x7f800000u) != 0x7f800000u;
 }
 
-/* Portable loop: n codes, one per byte; returns the number of non-finite
- * inputs (which get code 0: no NaN reaches a float -> int conversion). */
+/* Portable loop: n codes, one per byte, or two per byte (first in the low
+ * nibble) when pack4 (an odd last code fills a byte alone).  Returns the
+ * number of non-finite inputs (which get code 0: no NaN reaches a
+ * float -> int conversion). */
 static int64_t fp_quant_run_scalar(const float *x, uint8_t *o, int64_t n, float s, float zp,
-                                   float lo, float hi, int mode) {
+                                   float lo, float hi, int mode, int pack4) {
     int64_t bad = 0;
     for (int64_t i = 0; i < n; i++) {
         const int ok = fp_q_finite(x[i]);
         bad += !ok;
-        o[i] = ok ? (uint8_t)(fp_q_one(x[i], s, zp, lo, hi, mode) & 0xff) : 0;
+        const uint8_t c = ok ? (uint8_t)(fp_q_one(x[i], s, zp, lo, hi, mode) & 0xff) : 0;
+        if (!pack4)
+            o[i] = c;
+        else if (i & 1)
+            o[i / 2] = (uint8_t)(o[i / 2] | ((c & 0x0fu) << 4));
+        else
+            o[i / 2] = (uint8_t)(c & 0x0fu);
     }
     return bad;
 }
@@ -82,18 +90,27 @@ FP_TARGET_AVX2 static inline __m256i fp_q8(const float *p, __m256 vs, __m256 vzp
         __m256i w01 = _mm256_packs_epi32(c0, c1), w23 = _mm256_packs_epi32(c2, c3);          \
         __m256i b = is_unsigned ? _mm256_packus_epi16(w01, w23) : _mm256_packs_epi16(w01, w23); \
         b = _mm256_permutevar8x32_epi32(b, perm);                                            \
-        if (stream)                                                                          \
+        if (pack4) {                                                                         \
+            /* 16-bit lanes [c(2k+1) : c(2k)] -> byte c(2k) & 15 | (c(2k+1) & 15) << 4 */     \
+            __m256i w = _mm256_or_si256(_mm256_and_si256(b, lo_nib),                         \
+                                        _mm256_and_si256(_mm256_srli_epi16(b, 4), hi_nib));  \
+            w = _mm256_permute4x64_epi64(_mm256_packus_epi16(w, w), 0xd8);                   \
+            _mm_storeu_si128((__m128i *)(o + i / 2), _mm256_castsi256_si128(w));             \
+        } else if (stream) {                                                                 \
             _mm256_stream_si256((__m256i *)(o + i), b);                                      \
-        else                                                                                 \
+        } else {                                                                             \
             _mm256_storeu_si256((__m256i *)(o + i), b);                                      \
+        }                                                                                    \
     }
 
 /* Returns how many inputs were done (a multiple of 32); *nbad gets the
  * number of non-finite inputs among them (their codes are meaningless). */
 FP_TARGET_AVX2 static int64_t fp_quant_run_avx2(const float *x, uint8_t *o, int64_t n, float s,
                                                 float zp, float lo, float hi, int mode,
-                                                int is_unsigned, int stream, int64_t *nbad) {
+                                                int is_unsigned, int stream, int pack4,
+                                                int64_t *nbad) {
     __m256i bad = _mm256_setzero_si256();
+    const __m256i lo_nib = _mm256_set1_epi16(0x000f), hi_nib = _mm256_set1_epi16(0x00f0);
     const __m256 vs = _mm256_set1_ps(s), vzp = _mm256_set1_ps(zp);
     const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
     const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -117,18 +134,21 @@ FP_TARGET_AVX2 static int64_t fp_quant_run_avx2(const float *x, uint8_t *o, int6
 #undef FP_QUANT_LOOP
 #endif
 
-/* One run of n inputs sharing (scale, zero point), n codes out (int8 or
- * uint8 as is_unsigned says, as bytes).  Returns the number of non-finite
- * inputs: the caller refuses the result when it is not 0. */
+/* One run of n inputs sharing (scale, zero point): n codes out (int8 or
+ * uint8 as is_unsigned says, as bytes), or (n + 1) / 2 bytes of packed 4-bit
+ * codes when pack4.  Returns the number of non-finite inputs: the caller
+ * refuses the result when it is not 0. */
 static int64_t fp_quant_run(const float *x, uint8_t *o, int64_t n, float s, float zp, float lo,
-                            float hi, int mode, int is_unsigned, int stream) {
+                            float hi, int mode, int is_unsigned, int stream, int pack4) {
     int64_t done = 0, bad = 0;
 #if FP_HAVE_AVX2_KERNELS
-    if (fp_cpu_has_avx2()) done = fp_quant_run_avx2(x, o, n, s, zp, lo, hi, mode, is_unsigned, stream, &bad);
+    if (fp_cpu_has_avx2())
+        done = fp_quant_run_avx2(x, o, n, s, zp, lo, hi, mode, is_unsigned, stream, pack4, &bad);
 #else
     (void)is_unsigned; (void)stream;
 #endif
-    return bad + fp_quant_run_scalar(x + done, o + done, n - done, s, zp, lo, hi, mode);
+    return bad + fp_quant_run_scalar(x + done, o + (pack4 ? done / 2 : done), n - done, s, zp, lo, hi,
+                                     mode, pack4);
 }
 
 /* Two 4-bit codes per byte, the first in the low nibble: o[i] from c[2i], c[2i+1]

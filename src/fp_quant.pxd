@@ -7,6 +7,6 @@ cdef extern from "fp_quant.h" nogil:
         FP_Q_RTZ
         FP_Q_FLOOR
     int64_t fp_quant_run(const float *x, uint8_t *o, int64_t n, float s, float zp, float lo,
-                         float hi, int mode, int is_unsigned, int stream)
+                         float hi, int mode, int is_unsigned, int stream, int pack4)
     void fp_pack4(const uint8_t *c, uint8_t *o, int64_t npairs)
     int64_t fp_minmax_f32(const float *x, int64_t n, float *mn, float *mx)

@@ -293,3 +293,17 @@ def test_fp8_rounding_modes(rng):
     np.testing.assert_array_equal(q1.codes, q2.codes)
     with pytest.raises(ValueError, match="rounding: FP8 formats take"):
         fp.quantize(x, "e4m3", rounding="floor")
+
+
+@pytest.mark.parametrize("n", [2, 64, 1002, 70_000])
+def test_fused_int4_packing_matches_unfused(n, rng):
+    """float32 per-tensor 4-bit quantization writes packed bytes in its pass; the
+    codes (unpacked on demand) and bytes must equal the float64 (NumPy) path's."""
+    x = (rng.standard_normal(n) * 4).astype(np.float32)
+    for fmt in ("int4", "uint4"):
+        kw = {"scale": 0.5, "zero_point": 3 if fmt == "uint4" else -1}
+        fused = fp.quantize(x, fmt, **kw)
+        plain = fp.quantize(x.astype(np.float64), fmt, scale=np.float32(0.5), zero_point=kw["zero_point"])
+        np.testing.assert_array_equal(fused.pack(), plain.pack())
+        np.testing.assert_array_equal(fused.codes, plain.codes)
+        assert not fused.pack().flags.writeable
