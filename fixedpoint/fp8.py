@@ -243,23 +243,28 @@ def from_fp8(codes, fmt="e5m2", dtype=np.float32, *, out=None, num_threads=None)
         raise TypeError(f"dtype: expected float16, float32 or float64, got {dtype!r}") from None
     if out_dtype not in (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype: expected float16, float32 or float64, got {out_dtype}")
-    if codes is None:
-        raise TypeError("codes: expected a uint8 array, got None")
-    arr = np.asarray(codes)
-    ml = _ml_dtypes_name(arr.dtype)
-    if ml is not None:
-        if _ML_DTYPES_NAMES.get(f.name) != ml:
-            raise ValueError(f"codes: an array of {ml} does not hold {f.name} codes")
-        arr = arr.view(np.uint8)
-    elif arr.dtype != np.uint8:
-        raise TypeError(f"codes: expected uint8 codes, got an array of dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr)
-    if f.nbits < 8 and arr.size and int(arr.max()) >= (1 << f.nbits):
-        raise ValueError(f"codes: value {int(arr.max())} does not fit the {f.nbits}-bit "
-                         f"format {f.name}")
+    arr = np.ascontiguousarray(as_codes(codes, "codes", f))
     out = _check_out(out, arr.shape, out_dtype)
     _fp8.decode(arr, out, _lut(f, out_dtype), nthreads)
     return out
+
+
+def as_codes(x, name: str, f: FloatFormat) -> np.ndarray:
+    """``x`` as uint8 codes of ``f`` (uint8 arrays, or ml_dtypes arrays of ``f``)."""
+    if x is None:
+        raise TypeError(f"{name}: expected a uint8 array of FP8 codes, got None")
+    arr = np.asarray(x)
+    ml = _ml_dtypes_name(arr.dtype)
+    if ml is not None:
+        if _ML_DTYPES_NAMES.get(f.name) != ml:
+            raise ValueError(f"{name}: an array of {ml} does not hold {f.name} codes")
+        arr = arr.view(np.uint8)
+    elif arr.dtype != np.uint8:
+        raise TypeError(f"{name}: expected uint8 FP8 codes, got an array of dtype {arr.dtype}")
+    if f.nbits < 8 and arr.size and int(arr.max()) >= (1 << f.nbits):
+        raise ValueError(f"{name}: value {int(arr.max())} does not fit the {f.nbits}-bit "
+                         f"format {f.name}")
+    return arr
 
 
 def as_ml_dtypes(codes, fmt="e5m2"):

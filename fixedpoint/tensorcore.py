@@ -21,7 +21,7 @@ import numpy as np
 from . import _tensorcore
 from ._checks import check_choice, check_positive_int, matmul_operands, resolve_threads
 from .formats import FloatFormat, as_float_format
-from .fp8 import _ml_dtypes_name, _ML_DTYPES_NAMES
+from .fp8 import as_codes
 
 __all__ = ["TensorCoreAccumulator", "fp8_matmul"]
 
@@ -194,22 +194,6 @@ def _decode_tables(f: FloatFormat):
     return _DECODE_CACHE[f]
 
 
-def _as_codes(x, name: str, f: FloatFormat) -> np.ndarray:
-    if x is None:
-        raise TypeError(f"{name}: expected a uint8 array of FP8 codes, got None")
-    arr = np.asarray(x)
-    ml = _ml_dtypes_name(arr.dtype)
-    if ml is not None:
-        if _ML_DTYPES_NAMES.get(f.name) != ml:
-            raise ValueError(f"{name}: an array of {ml} does not hold {f.name} codes")
-        arr = arr.view(np.uint8)
-    elif arr.dtype != np.uint8:
-        raise TypeError(f"{name}: expected uint8 FP8 codes, got an array of dtype {arr.dtype}")
-    if f.nbits < 8 and arr.size and int(arr.max()) >= (1 << f.nbits):
-        raise ValueError(f"{name}: code {int(arr.max())} does not fit the {f.nbits}-bit format {f.name}")
-    return arr
-
-
 def _as_scale(s, name: str, length: int) -> np.ndarray:
     if s is None or isinstance(s, (bool, np.bool_)):
         raise TypeError(f"{name}: expected a positive float or an array of them")
@@ -369,7 +353,7 @@ def fp8_matmul(a, b, fmt_a="e4m3", fmt_b="e4m3", *, scale_a=1.0, scale_b=1.0,
         except ImportError:  # pragma: no cover - ml_dtypes is a test dependency
             raise ImportError("out_dtype='bfloat16' returns an ml_dtypes array: install ml_dtypes") from None
     nthreads = resolve_threads(num_threads)
-    A, B, batch, M, K, N, finish = matmul_operands(_as_codes(a, "a", fa), _as_codes(b, "b", fb))
+    A, B, batch, M, K, N, finish = matmul_operands(as_codes(a, "a", fa), as_codes(b, "b", fb))
     sa = _as_scale(scale_a, "scale_a", M)
     sb = _as_scale(scale_b, "scale_b", N)
     scale = (sa.reshape(-1, 1) if sa.ndim else sa) * (sb.reshape(1, -1) if sb.ndim else sb)

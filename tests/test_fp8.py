@@ -275,7 +275,7 @@ def test_bad_input():
         fp.to_fp8(np.ones(2, np.float32), out=np.zeros(2, np.int8))
     with pytest.raises(ValueError, match="out: expected shape"):
         fp.to_fp8(np.ones(2, np.float32), out=np.zeros(3, np.uint8))
-    with pytest.raises(TypeError, match="codes: expected uint8 codes"):
+    with pytest.raises(TypeError, match="codes: expected uint8 FP8 codes"):
         fp.from_fp8(np.arange(3))
     with pytest.raises(ValueError, match="codes: value 16 does not fit the 4-bit"):
         fp.from_fp8(np.array([16], np.uint8), "e2m1")
