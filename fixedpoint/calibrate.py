@@ -21,7 +21,7 @@ from collections import deque
 import numpy as np
 
 from ._checks import check_choice, check_positive_int
-from .formats import FloatFormat, IntFormat
+from .formats import FloatFormat
 from .quantize import QTensor, _as_format, _blocks, _check_axis, _float_input, _scale_from_range, quantize
 
 __all__ = ["Calibrator", "DelayedScaling", "METHODS"]

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from ._checks import as_integer_array, check_choice
+from ._checks import as_integer_array, check_choice, check_int_range
 from .accumulate import Accumulator, matmul
 from .formats import as_int_format
 
@@ -205,7 +205,6 @@ def qlinear(x_q, w_q, bias_q=None, *, x_zero_point=0, w_zero_point=0, multiplier
     for name, z, f in (("x_zero_point", xz, fi), ("w_zero_point", wz, fw)):
         if z.size and (z.min() < f.min or z.max() > f.max):
             raise ValueError(f"{name}: outside the {f.name} range [{f.min}, {f.max}]")
-    from ._checks import check_int_range
     check_int_range(X, "x_q", fi.min, fi.max, f"the {fi.name}")
     check_int_range(W, "w_q", fw.min, fw.max, f"the {fw.name}")
     # zero-point corrected operands need one more bit: a signed format wide enough
