@@ -1,0 +1,125 @@
+"""Reliability (issue 8, first part): concurrent Python threads, memory that
+stays flat over many calls, and a bad-input matrix over the public functions."""
+import resource
+import threading
+
+import numpy as np
+import pytest
+
+import fixedpoint as fp
+
+RNG = np.random.default_rng(8)
+X32 = RNG.standard_normal(50_001).astype(np.float32) * 50
+A8 = RNG.integers(-128, 128, (37, 300)).astype(np.int8)
+B8 = RNG.integers(-128, 128, (300, 29)).astype(np.int8)
+F8A = fp.to_fp8(RNG.standard_normal((33, 200)).astype(np.float32), "e4m3", saturate=True)
+F8B = fp.to_fp8(RNG.standard_normal((200, 17)).astype(np.float32), "e4m3", saturate=True)
+
+KERNELS = {
+    "mul": lambda: fp.mul(A8, A8, num_threads=2),
+    "matmul_sat": lambda: fp.matmul(A8, B8, acc=fp.Accumulator(32, "saturate", 32), c=np.full((37, 29), 2**31 - 2**20), num_threads=2),
+    "matmul_16": lambda: fp.matmul(A8, B8, acc=fp.Accumulator(16, "wrap", 3), num_threads=2),
+    "to_fp8": lambda: fp.to_fp8(X32, "e5m2", num_threads=2),
+    "to_fp8_sr": lambda: fp.to_fp8(X32, "e4m3", rounding="stochastic", seed=3, num_threads=2),
+    "from_fp8": lambda: fp.from_fp8(F8A, "e4m3", num_threads=2),
+    "fp8_matmul": lambda: fp.fp8_matmul(F8A, F8B, num_threads=2),
+    "quantize": lambda: fp.quantize(X32, "int8", scale=0.3, num_threads=2).codes,
+    "quantize_int4": lambda: fp.quantize(X32[:-1], "int4", num_threads=2).pack(),
+}
+
+
+@pytest.mark.parametrize("name", list(KERNELS))
+def test_many_python_threads_give_the_serial_bits(name):
+    fn = KERNELS[name]
+    want = np.asarray(fn())
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(5):
+                results.append(np.asarray(fn()))
+        except Exception as e:   # noqa: BLE001 - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 40
+    for r in results:
+        np.testing.assert_array_equal(r.view(np.uint8), want.view(np.uint8))
+
+
+def _rss_kb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() // 1024
+
+
+@pytest.mark.skipif(not hasattr(resource, "getpagesize"), reason="needs /proc")
+def test_memory_stays_flat_over_10000_calls():
+    small = {k: v for k, v in {
+        "mul": lambda: fp.mul(A8[:2], A8[:2]),
+        "matmul": lambda: fp.matmul(A8[:3, :40], B8[:40, :5], acc=fp.Accumulator(32, "saturate", 32), return_overflow=True),
+        "to_fp8": lambda: fp.to_fp8(X32[:100], "e4m3"),
+        "from_fp8": lambda: fp.from_fp8(F8A[:2], "e4m3"),
+        "fp8_matmul": lambda: fp.fp8_matmul(F8A[:2, :64], F8B[:64, :3]),
+        "quantize": lambda: fp.quantize(X32[:64], "int4").pack(),
+        "requantize": lambda: fp.requantize(A8[0].astype(np.int32), 2**30, -3),
+    }.items()}
+    for fn in small.values():           # warm up caches and allocator pools
+        for _ in range(200):
+            fn()
+    before = _rss_kb()
+    for _ in range(10_000):
+        for fn in small.values():
+            fn()
+    grown = _rss_kb() - before
+    assert grown < 8 * 1024, f"resident memory grew by {grown} KiB over 70,000 calls"
+
+
+BAD = {
+    "None": None,
+    "str": "abc",
+    "object array": np.array([object(), object()]),
+    "bool array": np.array([True, False]),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD))
+@pytest.mark.parametrize("call", [
+    lambda v: fp.mul(v, [1, 2]),
+    lambda v: fp.add([1, 2], v),
+    lambda v: fp.mul_wide(v, [1, 2]),
+    lambda v: fp.saturate(v, "int8"),
+    lambda v: fp.wrap(v, "int8"),
+    lambda v: fp.matmul(v, np.ones((2, 2), np.int8)),
+    lambda v: fp.to_fp8(v),
+    lambda v: fp.from_fp8(v),
+    lambda v: fp.fp8_matmul(v, np.ones((2, 2), np.uint8)),
+    lambda v: fp.quantize(v, "int8"),
+    lambda v: fp.requantize(v, 2**30, 0),
+], ids=["mul", "add", "mul_wide", "saturate", "wrap", "matmul", "to_fp8", "from_fp8",
+        "fp8_matmul", "quantize", "requantize"])
+def test_bad_input_matrix(call, bad):
+    """Wrong kinds of input raise TypeError/ValueError naming the argument, never crash."""
+    with pytest.raises((TypeError, ValueError)) as info:
+        call(BAD[bad])
+    msg = str(info.value)
+    assert any(msg.startswith(a + ":") or a + ":" in msg for a in ("a", "b", "x", "codes", "acc")), msg
+
+
+@pytest.mark.parametrize("layout", ["reversed", "strided", "fortran", "big_endian", "readonly", "zero_d"])
+def test_layouts_give_the_contiguous_bits(layout):
+    x = X32[:600].reshape(20, 30).copy()
+    v = {"reversed": x[::-1, ::-1], "strided": x[::2, ::3], "fortran": np.asfortranarray(x),
+         "big_endian": x.astype(">f4"), "readonly": x.copy(), "zero_d": np.float32(3.7)}[layout]
+    if layout == "readonly":
+        v.flags.writeable = False
+    c = np.ascontiguousarray(np.asarray(v, dtype=np.float32))
+    np.testing.assert_array_equal(fp.to_fp8(v, "e4m3"), fp.to_fp8(c, "e4m3"))
+    np.testing.assert_array_equal(fp.quantize(v, "int8", scale=0.5).codes, fp.quantize(c, "int8", scale=0.5).codes)
+    i8 = np.clip(np.rint(np.asarray(v, np.float64)), -128, 127).astype(np.int8)
+    if i8.ndim == 2:
+        i8v = i8 if layout != "big_endian" else i8.astype(">i2")
+        np.testing.assert_array_equal(fp.mul(i8v, i8v), fp.mul(np.ascontiguousarray(i8), np.ascontiguousarray(i8)))
