@@ -391,10 +391,9 @@ def quantize(x, fmt="int8", *, scale=None, zero_point=None, symmetric=True, axis
             raise ValueError("group_size: needs axis (the axis along which groups run)")
         if X.shape[ax] % gs:
             raise ValueError(f"group_size: {gs} does not divide axis {ax} of length {X.shape[ax]}")
-    if X.size == 0:
-        raise ValueError("x: cannot quantize an empty tensor")
-
     if scale is None:
+        if X.size == 0:
+            raise ValueError("x: an empty tensor has no range to calibrate; give scale")
         if zero_point is not None:
             raise ValueError("zero_point: give it together with scale, or neither")
         blocks, restore = _blocks(X, ax, gs)

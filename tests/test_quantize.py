@@ -307,3 +307,11 @@ def test_fused_int4_packing_matches_unfused(n, rng):
         np.testing.assert_array_equal(fused.pack(), plain.pack())
         np.testing.assert_array_equal(fused.codes, plain.codes)
         assert not fused.pack().flags.writeable
+
+
+def test_empty_tensors():
+    for fmt in ("int8", "int4", "e4m3"):
+        q = fp.quantize(np.zeros((0, 3), np.float32), fmt, scale=0.5)
+        assert q.codes.shape == (0, 3) and q.dequantize().shape == (0, 3)
+    with pytest.raises(ValueError, match="x: an empty tensor has no range to calibrate"):
+        fp.quantize(np.zeros(0, np.float32), "int8")
