@@ -7,9 +7,9 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 from fp_fp8 cimport *
 
-cnp.import_array()
+from fp_chunks cimport CHUNK, chunk_len, n_chunks
 
-cdef int64_t CHUNK = 1 << 16
+cnp.import_array()
 
 _MODES = {"nearest_even": FP_RN_EVEN, "toward_zero": FP_RN_ZERO, "stochastic": FP_RN_STOCHASTIC}
 
@@ -37,16 +37,14 @@ def encode(cnp.ndarray x, cnp.ndarray out, dict params, str rounding, uint64_t s
     cdef const void *px = cnp.PyArray_DATA(x)
     cdef uint8_t *po = <uint8_t *>cnp.PyArray_DATA(out)
     cdef int64_t n = x.size
-    cdef int64_t nchunks = (n + CHUNK - 1) // CHUNK
+    cdef int64_t nchunks = n_chunks(n)
     cdef int64_t c, start, m
     cdef int64_t nans = 0
     cdef int cn = count_nans
     with nogil:
         for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
             start = c * CHUNK
-            m = n - start
-            if m > CHUNK:
-                m = CHUNK
+            m = chunk_len(c, n)
             nans += fp_encode_chunk(px, is64, po, start, m, &f, mode, seed, cn)
     return nans
 
@@ -58,13 +56,11 @@ def decode(cnp.ndarray codes, cnp.ndarray out, cnp.ndarray lut, int nthreads):
     cdef const void *pl = cnp.PyArray_DATA(lut)
     cdef int itemsize = out.dtype.itemsize
     cdef int64_t n = codes.size
-    cdef int64_t nchunks = (n + CHUNK - 1) // CHUNK
+    cdef int64_t nchunks = n_chunks(n)
     cdef int64_t c, start, m
     cdef int stream = n >= (1 << 22)
     with nogil:
         for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
             start = c * CHUNK
-            m = n - start
-            if m > CHUNK:
-                m = CHUNK
+            m = chunk_len(c, n)
             fp_decode_chunk(pc, po, itemsize, pl, start, m, stream)

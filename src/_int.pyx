@@ -9,9 +9,9 @@ from libc.stdlib cimport malloc, free
 
 from fp_int cimport *
 
-cnp.import_array()
+from fp_chunks cimport CHUNK, chunk_len, n_chunks
 
-cdef int64_t CHUNK = 1 << 16
+cnp.import_array()
 
 _DTYPES = {np.dtype(np.int8): FP_I8, np.dtype(np.uint8): FP_U8,
            np.dtype(np.int16): FP_I16, np.dtype(np.uint16): FP_U16}
@@ -27,15 +27,13 @@ def binop(str op, cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, bint saturate,
     cdef const void *pb = cnp.PyArray_DATA(b)
     cdef void *po = cnp.PyArray_DATA(out)
     cdef int64_t n = a.size
-    cdef int64_t nchunks = (n + CHUNK - 1) // CHUNK
+    cdef int64_t nchunks = n_chunks(n)
     cdef int64_t c, start, m
     cdef uint32_t mask = <uint32_t>((1 << bits) - 1)
     with nogil:
         for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
             start = c * CHUNK
-            m = n - start
-            if m > CHUNK:
-                m = CHUNK
+            m = chunk_len(c, n)
             fp_binop_chunk(c_op, saturate, dtype, pa, pb, po, start, m, lo, hi, mask)
 
 

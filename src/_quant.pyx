@@ -7,11 +7,11 @@ from libc.stdint cimport int64_t, uint8_t
 
 from fp_quant cimport *
 
+from fp_chunks cimport CHUNK, chunk_len, n_chunks
+
 cnp.import_array()
 
 _MODES = {"nearest_even": FP_Q_RNE, "toward_zero": FP_Q_RTZ, "floor": FP_Q_FLOOR}
-cdef int64_t CHUNK = 1 << 16
-
 
 def quantize_runs(const float[:, ::1] x, uint8_t[:, ::1] out, const float[::1] scale,
                   const float[::1] zp, float lo, float hi, str rounding, bint is_unsigned,
@@ -24,7 +24,7 @@ def quantize_runs(const float[:, ::1] x, uint8_t[:, ::1] out, const float[::1] s
     Returns the number of non-finite inputs (the codes are then meaningless)."""
     cdef int mode = _MODES[rounding]
     cdef int64_t R = x.shape[0], L = x.shape[1]
-    cdef int64_t nchunks = (L + CHUNK - 1) // CHUNK
+    cdef int64_t nchunks = n_chunks(L)
     cdef int pk = pack4
     cdef int64_t t, r, c, start, m
     cdef int stream = R * L >= (1 << 22)
@@ -36,9 +36,7 @@ def quantize_runs(const float[:, ::1] x, uint8_t[:, ::1] out, const float[::1] s
             r = t // nchunks
             c = t % nchunks
             start = c * CHUNK
-            m = L - start
-            if m > CHUNK:
-                m = CHUNK
+            m = chunk_len(c, L)
             bad += fp_quant_run(&x[r, start], &out[r, start // 2 if pk else start], m, scale[r],
                                 zp[r], lo, hi, mode, is_unsigned, stream, pk)
     return bad
@@ -47,7 +45,7 @@ def quantize_runs(const float[:, ::1] x, uint8_t[:, ::1] out, const float[::1] s
 def minmax(const float[::1] x, int nthreads):
     """(min, max, number of non-finite values) of a float32 vector."""
     cdef int64_t n = x.shape[0]
-    cdef int64_t nchunks = (n + CHUNK - 1) // CHUNK
+    cdef int64_t nchunks = n_chunks(n)
     mins = np.empty(max(nchunks, 1), np.float32)
     maxs = np.empty(max(nchunks, 1), np.float32)
     bads = np.zeros(max(nchunks, 1), np.int64)
@@ -59,9 +57,7 @@ def minmax(const float[::1] x, int nthreads):
     with nogil:
         for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
             start = c * CHUNK
-            m = n - start
-            if m > CHUNK:
-                m = CHUNK
+            m = chunk_len(c, n)
             vbad[c] = fp_minmax_f32(&x[start], m, &vmin[c], &vmax[c])
     return float(mins.min()), float(maxs.max()), int(bads.sum())
 
