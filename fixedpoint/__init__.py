@@ -16,6 +16,8 @@ from .quantize import QTensor, dequantize, fake_quant, quantize
 from . import metrics
 from .calibrate import Calibrator, DelayedScaling
 from . import rtl
+from . import profiles
+from .profiles import AcceleratorProfile, LinearTrace
 
 __version__ = "0.1.0"
 
@@ -29,5 +31,5 @@ __all__ = [
     "QTensor", "quantize", "dequantize", "fake_quant", "metrics",
     "Calibrator", "DelayedScaling",
     "set_num_threads", "get_num_threads",
-    "rtl",
+    "rtl", "profiles", "AcceleratorProfile", "LinearTrace",
 ]

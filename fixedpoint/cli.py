@@ -1,4 +1,7 @@
-"""Command line: ``fixedpoint info`` and ``fixedpoint demo``.
+"""Command line: ``fixedpoint study``, ``profiles``, ``info`` and ``demo``.
+
+``study`` runs the design study (see :mod:`fixedpoint.study`) and writes its
+report; ``profiles`` lists the accelerator profiles or shows one as TOML/JSON;
 
 ``info`` says how the extension was built and which formats exist; ``demo``
 computes the library's worked examples live (the design notes' INT8
@@ -73,14 +76,72 @@ def _demo(out) -> None:
               f"{same:5.1f}% equal to the correctly rounded sum", file=out)
 
 
+def _study(args, out) -> int:
+    from .study import format_table, load_data, load_model, run_study, write_report
+    profiles = None
+    if args.profiles:
+        profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
+    if (args.model is None) != (args.data is None):
+        raise ValueError("--model and --data: give both (a weights .npz and a data .npz), or neither")
+    model = load_model(args.model) if args.model else None
+    data = load_data(args.data) if args.data else None
+    res = run_study(profiles, model, data, seed=args.seed, limit=args.limit,
+                    progress=not args.quiet)
+    print(format_table(res), file=out)
+    paths = write_report(res, args.out, figures=not args.no_figures)
+    print(f"\n{len(res['profiles'])} profiles on {res['data']['samples']} samples in "
+          f"{res['seconds']:.1f} s; report: {paths[-1]}", file=out)
+    for c in res["claims"]:
+        print(f"  design notes, {c['class']} ({c['profile']}): claimed drop {c['claimed']}, "
+              f"measured {c['measured_pp']:+.2f} pp: {c['verdict']}", file=out)
+    return 0
+
+
+def _profiles(args, out) -> int:
+    from . import profiles
+    if args.name is None:
+        for n in profiles.names():
+            p = profiles.get(n)
+            print(f"{n:15s} {p.description}", file=out)
+        return 0
+    p = profiles.get(args.name)
+    if args.format == "json":
+        out.write(p.to_json())
+    elif args.format == "toml":
+        out.write(p.to_toml())
+    else:
+        print(p.doc, file=out)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="fixedpoint", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
+    st = sub.add_parser("study", help="run the design study and write a report")
+    st.add_argument("--profiles", help="comma-separated profile names or .toml/.json files "
+                    "(default: every built-in profile)")
+    st.add_argument("--model", help="a .npz of layer weights w0, b0, w1, b1, ... (needs --data)")
+    st.add_argument("--data", help="a .npz with x, y and optionally x_calib (with --model)")
+    st.add_argument("--out", default="fixedpoint-study", help="report folder (default: %(default)s)")
+    st.add_argument("--seed", type=int, default=0, help="chooses the calibration samples")
+    st.add_argument("--limit", type=int, help="evaluate on the first N samples only")
+    st.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    st.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr = sub.add_parser("profiles", help="list the profiles, or show one")
+    pr.add_argument("name", nargs="?", help="a profile name or a .toml/.json file")
+    pr.add_argument("--format", choices=("text", "toml", "json"), default="text")
     sub.add_parser("info", help="build and format information")
     sub.add_parser("demo", help="compute the worked examples")
     args = ap.parse_args(argv)
     try:
+        if args.cmd == "study":
+            return _study(args, sys.stdout)
+        if args.cmd == "profiles":
+            return _profiles(args, sys.stdout)
         {"info": _info, "demo": _demo}[args.cmd](sys.stdout)
+    except (ValueError, TypeError, OSError) as e:
+        print(f"fixedpoint {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
     except BrokenPipeError:          # e.g. piped into `head`
         sys.stderr.close()
     return 0

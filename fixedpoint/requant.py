@@ -44,8 +44,9 @@ def quantize_multiplier(real):
 
     Parameters
     ----------
-    real : float
-        A finite, non-negative real multiplier (e.g. ``s_in * s_w / s_out``).
+    real : float or array_like of floats
+        Finite, non-negative real multipliers (e.g. ``s_in * s_w / s_out``);
+        an array (per-channel multipliers) gives two int64 arrays.
 
     Examples
     --------
@@ -53,7 +54,21 @@ def quantize_multiplier(real):
     (1073741824, 0)
     >>> quantize_multiplier(0.0035)
     (1924145349, -8)
+    >>> quantize_multiplier([0.5, 0.0035])
+    (array([1073741824, 1924145349]), array([ 0, -8]))
     """
+    if isinstance(real, (list, tuple, np.ndarray)):
+        arr = np.asarray(real)
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"real: expected floats, got an array of dtype {arr.dtype}")
+        pairs = [_quantize_multiplier_1(float(r)) for r in arr.ravel()]
+        m = np.array([p[0] for p in pairs], np.int64).reshape(arr.shape)
+        s = np.array([p[1] for p in pairs], np.int64).reshape(arr.shape)
+        return m, s
+    return _quantize_multiplier_1(real)
+
+
+def _quantize_multiplier_1(real):
     if isinstance(real, (bool, np.bool_)) or not isinstance(real, (int, float, np.floating, np.integer)):
         raise TypeError(f"real: expected a float, got {type(real).__name__}")
     real = float(real)

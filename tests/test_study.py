@@ -1,0 +1,146 @@
+"""The design study end to end: the command runs, writes its report, and the
+numbers in the JSON are the ones in the table and the ones the profiles give."""
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fixedpoint import profiles, study
+
+CWD = tempfile.gettempdir()
+
+
+def _run(*args, check=True):
+    return subprocess.run([sys.executable, "-m", "fixedpoint", *args], check=check, cwd=CWD,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _parse_table(text):
+    lines = text.splitlines()
+    head = next(i for i, l in enumerate(lines) if l.startswith("profile"))
+    rows = {}
+    for line in lines[head + 2:]:
+        if not line.strip():
+            break
+        cells = line.split()
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_study_command_end_to_end(tmp_path):
+    out = tmp_path / "report"
+    r = _run("study", "--limit", "90", "--profiles", "ane-int8,edge-int4,h100-fp8", "--out", str(out),
+             "--seed", "3")
+    assert "8/8" not in r.stderr and "4/4" in r.stderr            # the progress bar: fp32 + 3
+    for name in ("report.md", "results.json", "accuracy.png", "errors.png", "weights.png"):
+        assert (out / name).stat().st_size > 0
+        if name.endswith(".png"):
+            assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["profiles"]) == ["fp32", "ane-int8", "edge-int4", "h100-fp8"]
+    assert res["data"]["samples"] == 90 and res["seed"] == 3
+    table = _parse_table(r.stdout)
+    assert set(table) == set(res["profiles"])
+    for name, row in table.items():
+        p = res["profiles"][name]
+        acc, drop, sq, ov, clipped, wbytes, energy, t = row
+        assert float(acc) == pytest.approx(p["accuracy"] * 100, abs=0.005)
+        assert float(drop) == pytest.approx(p["drop_pp"], abs=0.005)
+        assert sq == "/".join("inf" if v is None else f"{v:.1f}" for v in p["sqnr_db"])
+        assert int(ov) == sum(p["overflows"]) and int(clipped) == sum(p["clipped_inputs"])
+        assert int(wbytes) == p["weight_bytes"]
+        assert float(energy) == pytest.approx(p["energy_nj_per_inference"], abs=0.05)
+        assert float(t) == pytest.approx(p["time_ns_per_inference"], abs=0.005)
+        # accuracy in whole samples out of 90
+        assert round(p["accuracy"] * 90) == pytest.approx(p["accuracy"] * 90, abs=1e-9)
+    md = (out / "report.md").read_text()
+    assert "| ane-int8 |" in md and "Against the design notes" in md and "![accuracy.png]" in md
+
+
+def test_study_numbers_are_the_profiles_numbers():
+    model, data = study.load_default()
+    res = study.run_study(["ane-int8", "int2-research"], seed=0)
+    # the float reference, computed here independently with NumPy
+    h = data["x"]
+    for i, (w, b) in enumerate(model.layers):
+        h = h @ w + b
+        if i < len(model.layers) - 1:
+            h = np.maximum(h, 0)
+    acc = float(np.mean(np.argmax(h, axis=1) == data["y"]))
+    assert res["profiles"]["fp32"]["accuracy"] == acc
+    assert acc > 0.95                                   # the shipped model is trained
+    assert res["data"]["samples"] == 450 and model.shapes == [(64, 128), (128, 64), (64, 10)]
+    p = profiles.get("ane-int8")
+    r = res["profiles"]["ane-int8"]
+    assert r["weight_bytes"] == sum(p.weight_bytes(k, n) for k, n in model.shapes)
+    assert r["energy_nj_per_inference"] == pytest.approx(
+        sum(p.energy_pj(k, n)["total"] for k, n in model.shapes) / 1e3)
+    assert r["drop_pp"] == pytest.approx((acc - r["accuracy"]) * 100)
+    # INT2 weights lose far more than INT8 on this model, in SQNR and in accuracy
+    r2 = res["profiles"]["int2-research"]
+    assert all(a > b + 20 for a, b in zip(r["sqnr_db"], r2["sqnr_db"]))
+    assert r2["accuracy"] < r["accuracy"]
+    # deterministic for a seed
+    again = study.run_study(["ane-int8", "int2-research"], seed=0)
+    assert again["profiles"] == res["profiles"]
+
+
+def test_study_on_a_user_model(tmp_path):
+    rng = np.random.default_rng(0)
+    w0 = rng.standard_normal((64, 32)).astype(np.float32) * 0.3
+    w1 = rng.standard_normal((32, 4)).astype(np.float32) * 0.3
+    np.savez(tmp_path / "m.npz", w0=w0, b0=np.zeros(32, np.float32), w1=w1, b1=np.zeros(4, np.float32))
+    x = rng.standard_normal((50, 64)).astype(np.float32)
+    y = np.argmax(np.maximum(x @ w0, 0) @ w1, axis=1)          # labels the float model gets right
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    prof = tmp_path / "acc16.toml"
+    import dataclasses
+    import fixedpoint as fp
+    dataclasses.replace(profiles.get("h100-int8"), name="int8-acc16",
+                        accumulator=fp.Accumulator(16, "saturate")).save(prof)
+    r = _run("study", "--model", str(tmp_path / "m.npz"), "--data", str(tmp_path / "d.npz"),
+             "--profiles", f"edge-int4,{prof}", "--out", str(tmp_path / "o"), "--no-figures", "--quiet")
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert res["model"]["layers"] == [[64, 32], [32, 4]]
+    assert res["profiles"]["fp32"]["accuracy"] == 1.0
+    assert set(res["profiles"]) == {"fp32", "edge-int4", "int8-acc16"}
+    assert not (tmp_path / "o" / "accuracy.png").exists()
+    assert "int8-acc16" in r.stdout
+
+
+def test_study_errors_name_the_option(tmp_path):
+    r = _run("study", "--model", "m.npz", check=False)
+    assert r.returncode == 2 and "--model and --data" in r.stderr
+    r = _run("study", "--profiles", "nope", "--quiet", "--out", str(tmp_path), check=False)
+    assert r.returncode == 2 and "unknown profile 'nope'" in r.stderr
+    np.savez(tmp_path / "d.npz", x=np.zeros((3, 5), np.float32), y=np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match="the model takes 64 features"):
+        study.run_study(None, study.load_default()[0], study.load_data(tmp_path / "d.npz"))
+    with pytest.raises(ValueError, match="no layer arrays"):
+        study.load_model(tmp_path / "d.npz")
+    np.savez(tmp_path / "m.npz", w0=np.ones((5, 3), np.float32), b0=np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="'edge-int4' cannot run this model: w: the group size 32"):
+        study.run_study(["edge-int4"], study.load_model(tmp_path / "m.npz"),
+                        study.load_data(tmp_path / "d.npz"))
+    with pytest.raises(ValueError, match="limit"):
+        study.run_study(["fp32"], limit=0)
+
+
+def test_profiles_command():
+    out = _run("profiles").stdout
+    for n in profiles.BUILTIN_NAMES:
+        assert n in out
+    toml = _run("profiles", "edge-int4", "--format", "toml").stdout
+    assert profiles.loads(toml) == profiles.get("edge-int4")
+    text = _run("profiles", "ane-int8").stdout
+    assert "Assumed" in text and "Public" in text and "wraps" in text
+
+
+def test_shipped_data_is_the_digits_set():
+    d = np.load(Path(study.__file__).parent / "data" / "digits.npz")
+    assert d["images"].shape == (1797, 64) and d["images"].max() == 16
+    assert np.bincount(d["labels"]).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
