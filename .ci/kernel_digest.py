@@ -1,0 +1,73 @@
+"""Print a SHA-256 of every compiled kernel's output on fixed inputs.
+
+Run against two builds (OpenMP on and off: .ci/openmp) the lines must be
+identical; within one run, 1 and 2 threads must give the same digest (checked
+here).  Sizes exceed the kernels' 65536-element chunks, so OpenMP really splits.
+"""
+import hashlib
+
+import numpy as np
+
+import fixedpoint as fp
+
+rng = np.random.default_rng(2026)
+x = (rng.standard_normal(1 << 20) * 10.0 ** rng.integers(-6, 6, 1 << 20)).astype(np.float32)
+a8 = rng.integers(-128, 128, 1 << 20).astype(np.int8)
+b8 = rng.integers(-128, 128, 1 << 20).astype(np.int8)
+A, B = rng.integers(-128, 128, (300, 700)).astype(np.int8), rng.integers(-128, 128, (700, 300)).astype(np.int8)
+F8A = fp.to_fp8(rng.standard_normal((200, 256)).astype(np.float32), "e4m3", saturate=True)
+F8B = fp.to_fp8(rng.standard_normal((256, 200)).astype(np.float32), "e4m3", saturate=True)
+X2 = x[:256 * 1024].reshape(256, 1024)
+
+KERNELS = {
+    "mul_sat": lambda t: fp.mul(a8, b8, num_threads=t),
+    "mul_wrap": lambda t: fp.mul(a8, b8, "int8", "wrap", num_threads=t),
+    "add_sat": lambda t: fp.add(a8, b8, num_threads=t),
+    "matmul_wrap": lambda t: fp.matmul(A, B, num_threads=t),
+    "matmul_sat32": lambda t: fp.matmul(A, B, acc=fp.Accumulator(32, "saturate", 32),
+                                        c=np.full((300, 300), 2**31 - 2**22), num_threads=t),
+    "matmul_acc16": lambda t: fp.matmul(A, B, acc=fp.Accumulator(16, "wrap", 3), return_overflow=True,
+                                        num_threads=t),
+    "to_e5m2": lambda t: fp.to_fp8(x, "e5m2", num_threads=t),
+    "to_e4m3_sat": lambda t: fp.to_fp8(x, "e4m3", saturate=True, num_threads=t),
+    "to_e4m3_sr": lambda t: fp.to_fp8(x, "e4m3", rounding="stochastic", seed=5, num_threads=t),
+    "to_e2m1_rtz": lambda t: fp.to_fp8(x, "e2m1", saturate=True, rounding="toward_zero", num_threads=t),
+    "from_e4m3": lambda t: fp.from_fp8(a8.view(np.uint8) & np.uint8(0x7E), "e4m3", num_threads=t),
+    "fp8_matmul": lambda t: fp.fp8_matmul(F8A, F8B, num_threads=t),
+    "fp8_matmul_fast": lambda t: fp.fp8_matmul(F8A, F8B, fast_accum=True, num_threads=t),
+    "fp8_matmul_exact": lambda t: fp.fp8_matmul(F8A, F8B, accumulator=fp.TensorCoreAccumulator.exact(),
+                                                num_threads=t),
+    "quantize_int8": lambda t: fp.quantize(x, "int8", scale=0.01, num_threads=t).codes,
+    "quantize_int8_minmax": lambda t: fp.quantize(x, "int8", num_threads=t).codes,
+    "quantize_int4_group": lambda t: fp.quantize(X2, "int4", axis=1, group_size=32, num_threads=t).pack(),
+    "quantize_uint8_channel": lambda t: fp.quantize(X2, "uint8", axis=0, symmetric=False,
+                                                    num_threads=t).codes,
+    "quantize_e4m3": lambda t: fp.quantize(x, "e4m3", num_threads=t).codes,
+}
+for name in fp.profiles.BUILTIN_NAMES:
+    p = fp.profiles.get(name)
+    KERNELS[f"profile_{name}"] = (lambda p: lambda t: _with_threads(t, lambda: p.linear(
+        X2[:32, :256], X2[32:288, :64] * 0.01, x[:64])[0]))(p)
+
+
+def _with_threads(t, fn):
+    fp.set_num_threads(t)
+    try:
+        return fn()
+    finally:
+        fp.set_num_threads(None)
+
+
+def digest(v):
+    h = hashlib.sha256()
+    for arr in (v if isinstance(v, tuple) else (v,)):
+        arr = np.ascontiguousarray(arr)
+        h.update(str(arr.dtype).encode() + str(arr.shape).encode() + arr.tobytes())
+    return h.hexdigest()[:32]
+
+
+for name, fn in KERNELS.items():
+    d1, d2 = digest(fn(1)), digest(fn(2))
+    if d1 != d2:
+        raise SystemExit(f"{name}: 1 and 2 threads differ ({d1} != {d2})")
+    print(f"{name:28s} {d1}")
