@@ -254,6 +254,37 @@ def tensorcore_dot(a_vals, a_exps, b_vals, b_exps, block, frac_bits, product_exp
     return acc if promote_every else c
 
 
+def fp8_matmul(a, b, fa, fb, acc):
+    """A 2-D FP8 matrix product through the tensor-core model, element by element
+    with :func:`tensorcore_dot`: the float32 accumulator values, unscaled."""
+    from .formats import as_float_format
+    fa, fb = as_float_format(fa), as_float_format(fb)
+
+    def decode(codes, f):
+        vals, exps = [], []
+        for code in codes:
+            v = f.decode_exact(int(code))
+            mag = int(code) & (f.sign_bit - 1)
+            e = (mag >> f.man_bits)
+            vals.append(v)
+            exps.append(f.emin if e == 0 else e - f.bias)
+        return vals, exps
+
+    M, K = a.shape
+    N = b.shape[1]
+    rows = [decode(a[i], fa) for i in range(M)]
+    cols = [decode(b[:, j], fb) for j in range(N)]
+    out = np.zeros((M, N), np.float32)
+    for i in range(M):
+        for j in range(N):
+            v = tensorcore_dot(rows[i][0], rows[i][1], cols[j][0], cols[j][1], acc.block,
+                                   acc.frac_bits, acc.product_exponent, acc.final_rounding,
+                                   acc.promote_every, acc.result_frac_bits)
+            out[i, j] = np.float32(float(v))
+            assert Fraction(float(out[i, j])) == v     # the model's values are float32
+    return out
+
+
 # ---------------------------------------------------------------------------
 # Requantization (SEMANTICS.md section 5), one Python integer at a time.
 

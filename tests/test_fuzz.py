@@ -8,6 +8,7 @@ import fixedpoint as fp
 from fixedpoint import _reference as ref
 from fixedpoint.formats import FLOAT_FORMATS
 
+
 EXTREMES = [0.0, -0.0, np.inf, -np.inf, 1e-45, -1e-45, 3.4e38, -3.4e38, 448.0, 464.0, 465.0,
             57344.0, 61440.0, 2.0**-9, 2.0**-10, 2.0**-16, 2.0**-17]
 
@@ -91,3 +92,81 @@ def test_quantize_given_scale_against_reference(x, name, rounding, scale):
     if f.bits < 8:
         back = fp.QTensor.unpack(q.pack(), f, x.shape, q.scale, q.zero_point)
         np.testing.assert_array_equal(back.codes, q.codes)
+
+
+# -- FP8 GEMM layouts -----------------------------------------------------------
+
+FP8_ACCS = [fp.TensorCoreAccumulator.hopper_fp8(), fp.TensorCoreAccumulator.hopper_fp8(True),
+            fp.TensorCoreAccumulator.exact(), fp.TensorCoreAccumulator(8, 3, "sum", "toward_zero", 8)]
+
+
+def _finite_codes(rng, shape, f):
+    codes = rng.integers(0, 256, shape).astype(np.uint8)
+    bad = np.vectorize(lambda c: f.is_nan_code(int(c)) or f.is_inf_code(int(c)), otypes=[bool])(codes)
+    codes[bad] = 0
+    return codes
+
+
+@given(st.integers(0, 2**32 - 1), st.sampled_from([(), (1,), (2,)]), st.integers(0, 3),
+       st.integers(0, 40), st.integers(0, 3), st.sampled_from(["e4m3", "e5m2"]),
+       st.sampled_from(range(len(FP8_ACCS))), st.sampled_from(["none", "a_T", "b_T", "rev", "bcast"]),
+       st.booleans())
+def test_fp8_matmul_layouts_against_reference(seed, batch, m, k, n, fb_name, acc_i, layout, vector_scales):
+    """Batches (broadcast too), 0- and 1-sized dimensions, transposed and reversed
+    views, per-row/column scales: every element equals the slow model."""
+    rng = np.random.default_rng(seed)
+    fa, fb = FLOAT_FORMATS["e4m3"], FLOAT_FORMATS[fb_name]
+    acc = FP8_ACCS[acc_i]
+    a = _finite_codes(rng, batch + (m, k), fa)
+    b = _finite_codes(rng, (() if layout == "bcast" else batch) + (k, n), fb)
+    A, B = a, b
+    if layout == "a_T":
+        A = np.ascontiguousarray(np.swapaxes(a, -1, -2)).swapaxes(-1, -2)
+    elif layout == "b_T":
+        B = np.ascontiguousarray(np.swapaxes(b, -1, -2)).swapaxes(-1, -2)
+    elif layout == "rev":
+        A = np.ascontiguousarray(a[..., ::-1, ::-1])[..., ::-1, ::-1]
+    assert np.array_equal(A, a) and np.array_equal(B, b)
+    sa = rng.uniform(0.25, 4, m).astype(np.float32) if vector_scales else np.float32(0.5)
+    sb = rng.uniform(0.25, 4, n).astype(np.float32) if vector_scales else np.float32(2.0)
+    got = fp.fp8_matmul(A, B, fa, fb, scale_a=sa, scale_b=sb, accumulator=acc)
+    full = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    assert got.shape == full + (m, n) and got.dtype == np.float32
+    scale = (np.reshape(sa, (-1, 1)) if np.ndim(sa) else sa) * (np.reshape(sb, (1, -1)) if np.ndim(sb) else sb)
+    for idx in np.ndindex(*full):
+        ai = a[idx] if a.ndim > 2 else a
+        bi = b[idx] if b.ndim > 2 else b
+        want = (ref.fp8_matmul(ai, bi, fa, fb, acc) * np.float32(1) * scale).astype(np.float32)
+        np.testing.assert_array_equal(got[idx].view(np.uint32), want.view(np.uint32))
+
+
+# -- requantization layouts -------------------------------------------------------
+
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["double", "single"]),
+       st.sampled_from(["int8", "uint8", "int4", "int16"]), st.integers(0, 4), st.integers(1, 5),
+       st.sampled_from(["<i4", ">i4", "<i8", "i2"]), st.booleans(), st.booleans())
+def test_requantize_layouts_against_transcription(seed, rounding, fmt, rows, cols, dtype, per_channel,
+                                                   strided):
+    rng = np.random.default_rng(seed)
+    f = fp.formats.as_int_format(fmt)
+    info = np.iinfo(np.dtype(dtype))
+    lo, hi = max(info.min, ref.INT32_MIN), min(info.max, ref.INT32_MAX)
+    acc = rng.integers(lo, hi, (rows, cols), endpoint=True)
+    acc[rng.random(acc.shape) < 0.2] = hi
+    acc[rng.random(acc.shape) < 0.2] = lo
+    acc = acc.astype(dtype)
+    if strided:
+        acc = np.repeat(acc, 2, axis=1)[:, ::2]
+    shifts_ok = (-31, 30) if rounding == "double" else (-31, 0)
+    shape = (cols,) if per_channel else ()
+    m = rng.integers(0, 2**31, shape)
+    m[rng.random(shape) < 0.2] = 2**31 - 1
+    s = rng.integers(shifts_ok[0], shifts_ok[1], shape, endpoint=True)
+    zp = int(rng.integers(f.min, f.max, endpoint=True))
+    got = fp.requantize(acc, m, s, zero_point=zp, fmt=fmt, rounding=rounding)
+    assert got.shape == acc.shape and got.dtype == f.dtype
+    mm, ss = np.broadcast_to(m, acc.shape), np.broadcast_to(s, acc.shape)
+    for i, j in np.ndindex(*acc.shape):
+        v = ref.tflite_multiply_by_quantized_multiplier(int(acc[i, j]), int(mm[i, j]), int(ss[i, j]),
+                                                        rounding == "single")
+        assert int(got[i, j]) == min(max(v + zp, f.min), f.max)

@@ -9,7 +9,6 @@ import pytest
 
 import fixedpoint as fp
 from fixedpoint import profiles
-from fixedpoint.profiles import AcceleratorProfile
 
 
 def _layer(seed, m=7, k=96, n=24, dead=False):
