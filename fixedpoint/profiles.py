@@ -562,7 +562,8 @@ class AcceleratorProfile:
     def _cast(self, y):
         y = np.asarray(y, np.float32)
         if self.output == "float16":
-            return y.astype(np.float16).astype(np.float32)
+            with np.errstate(over="ignore"):        # beyond 65504: Inf, as the hardware's cast
+                return y.astype(np.float16).astype(np.float32)
         if self.output == "bfloat16":
             return (_round_to_bf16(y).astype(np.uint32) << 16).view(np.float32)
         return y
