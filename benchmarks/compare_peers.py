@@ -1,8 +1,8 @@
 """Side-by-side speed and bit-identity of fixedpoint and the peer libraries.
 
 Same workload, same inputs, one process: fixedpoint and every installed peer
-that can do the job (ml_dtypes, ONNX Runtime, PyTorch CPU, APyTypes, NumPy
-expressions), with 1 and 2 threads, median of repeated runs.  For each peer
+that can do the job (ml_dtypes, ONNX Runtime, PyTorch CPU, APyTypes, fxpmath
+at a reduced size, NumPy expressions), with 1 and 2 threads, median of repeated runs.  For each peer
 the script also says whether its output is bit-identical to fixedpoint's and,
 where not, why.  Peers are optional (``pip install ".[peers]"``); a missing
 one is reported as missing.
@@ -43,9 +43,12 @@ ort = _optional("onnxruntime")
 onnx = _optional("onnx")
 torch = _optional("torch")
 apy = _optional("apytypes")
+fxpmath = _optional("fxpmath")
 threadpoolctl = _optional("threadpoolctl")
 PEERS = {"ml_dtypes": ml_dtypes, "onnxruntime": ort, "onnx (to build ORT models)": onnx,
-         "torch": torch, "apytypes": apy, "threadpoolctl (NumPy threads)": threadpoolctl}
+         "torch": torch, "apytypes": apy, "fxpmath": fxpmath,
+         "threadpoolctl (NumPy threads)": threadpoolctl}
+FXP_N = 1 << 16          # fxpmath works on Python objects: a reduced size
 
 
 def median_time(fn, repeat):
@@ -188,6 +191,12 @@ def elementwise_mul(tab, n, repeat, threads):
     def npy():
         return np.clip(a.astype(np.int16) * b, -128, 127).astype(np.int8)
     tab.add(w, "NumPy expression", 1, median_time(npy, repeat), n / 1e9, "G/s", np.array_equal(npy(), ref))
+    if fxpmath is not None:
+        m = min(n, FXP_N)
+        A = fxpmath.Fxp(a[:m], True, 8, 0, overflow="saturate", op_sizing="same")
+        B = fxpmath.Fxp(b[:m], True, 8, 0, overflow="saturate", op_sizing="same")
+        tab.add(w, f"fxpmath Fxp (at {m >> 10}K)", 1, median_time(lambda: A * B, 1), m / 1e9, "G/s",
+                np.array_equal((A * B).val.astype(np.int64), ref[:m].astype(np.int64)))
     if torch is not None:
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
 
@@ -355,6 +364,19 @@ def quantize_int(tab, n, repeat, threads):
                 got = np.frombuffer((ctypes.c_uint8 * ref_bytes.size).from_address(o.data_ptr()), np.uint8)
                 tab.add(w, "ONNX Runtime QuantizeLinear", t, median_time(run, repeat), n / 1e9, "G/s",
                         np.array_equal(got, ref_bytes), "packed bytes compared" if fmt == "int4" else "")
+    if fxpmath is not None:
+        m = min(n, FXP_N)
+        w = f"float32 -> INT8 quantize, scale 2^-4 (a fixed-point format), {n >> 20}M"
+        x4 = x * np.float32(8)
+        ref4 = fp.quantize(x4, "int8", scale=np.float32(1 / 16))
+        for t in threads:
+            tab.add(w, "fixedpoint", t, median_time(lambda: fp.quantize(x4, "int8", scale=np.float32(1 / 16),
+                                                                        num_threads=t), repeat), n / 1e9, "G/s", None)
+        q = fxpmath.Fxp(x4[:m], True, 8, 4, overflow="saturate", rounding="around")
+        tab.add(w, f"fxpmath Fxp(..., 8, 4, rounding='around') (at {m >> 10}K)", 1,
+                median_time(lambda: fxpmath.Fxp(x4[:m], True, 8, 4, overflow="saturate", rounding="around"), 1),
+                m / 1e9, "G/s", np.array_equal(q.val.astype(np.int64), ref4.codes[:m].astype(np.int64)),
+                "round half to even (NumPy around), saturate")
     w = f"float32 -> INT8 quantize with min-max calibration, {n >> 20}M"
     for t in threads:
         tab.add(w, "fixedpoint", t, median_time(lambda: fp.quantize(x, "int8", num_threads=t), repeat),
@@ -396,6 +418,107 @@ def fp8_matmul(tab, size, repeat, threads):
                     "float32 accumulation")
 
 
+def requantize(tab, n, repeat, threads):
+    g = np.random.default_rng(7)
+    acc = g.integers(-2**24, 2**24, n).astype(np.int32)
+    real = 0.0007
+    m, s = fp.quantize_multiplier(real)
+    w = f"int32 -> INT8 requantize (TFLite double rounding), {n >> 20}M"
+    ref = fp.requantize(acc, m, s)
+    for t in threads:
+        tab.add(w, "fixedpoint", t, median_time(lambda: fp.requantize(acc, m, s, num_threads=t), repeat),
+                n / 1e9, "G/s", None)
+
+    def npy_float():
+        return np.clip(np.rint(acc.astype(np.float32) * np.float32(real)), -128, 127).astype(np.int8)
+    r = npy_float()
+    tab.add(w, "NumPy float32 expression", 1, median_time(npy_float, repeat), n / 1e9, "G/s",
+            np.array_equal(r, ref), f"float rescale, not the fixed-point multiply: {np.count_nonzero(r != ref)} "
+                                    f"of {n} differ by 1")
+    if torch is not None:
+        ta = torch.from_numpy(acc)
+        for t in threads:
+            torch.set_num_threads(t)
+
+            def tq():
+                return torch.quantize_per_tensor(ta.to(torch.float32), 1 / real, 0, torch.qint8)
+            rt = tq().int_repr().numpy()
+            tab.add(w, "PyTorch quantize_per_tensor(acc, 1/scale)", t, median_time(tq, repeat), n / 1e9,
+                    "G/s", np.array_equal(rt, ref), "float rescale")
+
+
+def linear(tab, m, k, n, repeat, threads):
+    """One layer through the profiles, the way each peer would run it."""
+    g = np.random.default_rng(8)
+    x = g.standard_normal((m, k)).astype(np.float32)
+    wt = (g.standard_normal((k, n)) * 0.05).astype(np.float32)
+    bias = g.standard_normal(n).astype(np.float32)
+    macs = 2 * m * k * n
+    for name in ("ane-int8", "h100-fp8", "edge-int4"):
+        p = fp.profiles.get(name)
+        wq = p.quantize_weights(wt)
+        y, tr = p.linear(x, wt, bias, weights=wq)
+        w = f"profile.linear {name}, {m}x{k}x{n} (weights quantized once)"
+        for t in threads:
+            fp.set_num_threads(t)
+            tab.add(w, "fixedpoint", t, median_time(lambda: p.linear(x, wt, bias, weights=wq), repeat),
+                    macs / 1e9, "GOPS", None)
+        fp.set_num_threads(None)
+        if name == "ane-int8" and ort and onnx:
+            from onnx import TensorProto, helper
+            xs, wsc = float(tr.x.scale), np.asarray(wq.scale, np.float32)
+            s_ = (np.float32(xs) * wsc).astype(np.float32)
+            bq = np.rint(bias.astype(np.float64) / s_).astype(np.int32)
+            ys = float(tr.output_scale)
+            nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+                     helper.make_node("MatMulInteger", ["xq", "wq", "xz", "wz"], ["acc"]),
+                     helper.make_node("Add", ["acc", "bq"], ["accb"]),
+                     helper.make_node("Cast", ["accb"], ["accf"], to=TensorProto.FLOAT),
+                     helper.make_node("Mul", ["accf", "rs"], ["yf"]),
+                     helper.make_node("QuantizeLinear", ["yf", "one", "xz"], ["y"])]
+            init = [helper.make_tensor("xs", TensorProto.FLOAT, [], [xs]),
+                    helper.make_tensor("xz", TensorProto.INT8, [], [0]),
+                    helper.make_tensor("wz", TensorProto.INT8, [n], [0] * n),
+                    helper.make_tensor("wq", TensorProto.INT8, [k, n], wq.codes.ravel().tolist()),
+                    helper.make_tensor("bq", TensorProto.INT32, [n], bq.tolist()),
+                    helper.make_tensor("rs", TensorProto.FLOAT, [n], (s_ / np.float32(ys)).tolist()),
+                    helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])]
+            gr = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+                                   [helper.make_tensor_value_info("y", TensorProto.INT8, [m, n])], init)
+            model = helper.make_model(gr, opset_imports=[helper.make_opsetid("", 21)])
+            for t in threads:
+                sess = ort_session(model, t)
+                out = sess.run(None, {"x": x})[0]
+                same = np.array_equal(out, tr.output_codes)
+                tab.add(w, "ONNX Runtime QuantizeLinear + MatMulInteger + float rescale", t,
+                        median_time(lambda: sess.run(None, {"x": x}), repeat), macs / 1e9, "GOPS", same,
+                        "" if same else f"float32 rescale, not the fixed-point multiply: "
+                                        f"{np.count_nonzero(out != tr.output_codes)} of {out.size} codes differ")
+        if torch is not None:
+            tx, tw, tb = torch.from_numpy(x), torch.from_numpy(wt), torch.from_numpy(bias)
+            for t in threads:
+                torch.set_num_threads(t)
+                if name == "ane-int8":
+                    lin = torch.ao.nn.quantized.Linear(k, n, dtype=torch.qint8)
+                    qw = torch.quantize_per_channel(tw.T.contiguous(), torch.from_numpy(
+                        np.asarray(wq.scale, np.float64)), torch.zeros(n, dtype=torch.int64), 0, torch.qint8)
+                    lin.set_weight_bias(qw, tb)
+                    lin.scale, lin.zero_point = float(tr.output_scale), 128
+                    # fbgemm takes uint8 activations: the same codes shifted by a zero point of 128
+                    qx = torch.quantize_per_tensor(tx, float(tr.x.scale), 128, torch.quint8)
+                    r = lin(qx).int_repr().numpy().astype(np.int16) - 128
+                    same = np.array_equal(r, tr.output_codes)
+                    tab.add(w, "PyTorch ao quantized Linear (fbgemm, uint8 activations)", t,
+                            median_time(lambda: lin(qx), repeat), macs / 1e9, "GOPS", same,
+                            "" if same else f"float requantization: {np.count_nonzero(r != tr.output_codes)} "
+                                            f"of {r.size} codes differ")
+                else:
+                    def tlin():
+                        return (tx @ tw + tb).to(torch.bfloat16 if name == "h100-fp8" else torch.float16)
+                    tab.add(w, "(PyTorch CPU float32 linear, no quantization)", t, median_time(tlin, repeat),
+                            macs / 1e9, "GOPS", False, "the float layer, for scale: not an emulation")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
@@ -412,6 +535,8 @@ def main(argv=None):
     from_fp8(tab, big, repeat, threads)
     quantize_int(tab, big, repeat, threads)
     fp8_matmul(tab, mat, max(3, repeat // 2), threads)
+    requantize(tab, big, repeat, threads)
+    linear(tab, *((32, 256, 256) if args.quick else (256, 1024, 1024)), repeat, threads)
     head = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
             f"Python {platform.python_version()}, NumPy {np.__version__}, fixedpoint {fp.__version__}"
             f" (OpenMP: {fp._int.has_openmp()})",

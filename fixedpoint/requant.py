@@ -19,7 +19,8 @@ import math
 
 import numpy as np
 
-from ._checks import as_integer_array, check_choice, check_int_range
+from . import _quant
+from ._checks import as_integer_array, check_choice, check_int_range, resolve_threads
 from .accumulate import Accumulator, matmul
 from .formats import as_int_format
 
@@ -108,7 +109,8 @@ def _rounding_divide_by_pot(x: np.ndarray, exponent: np.ndarray) -> np.ndarray:
     return (x >> exponent) + (remainder > threshold)
 
 
-def requantize(acc, multiplier, shift=0, *, zero_point=0, fmt="int8", rounding="double"):
+def requantize(acc, multiplier, shift=0, *, zero_point=0, fmt="int8", rounding="double",
+               num_threads=None):
     """Bring 32-bit accumulator values back into an integer output format.
 
     Parameters
@@ -127,6 +129,9 @@ def requantize(acc, multiplier, shift=0, *, zero_point=0, fmt="int8", rounding="
         Output format.
     rounding : {"double", "single", "float"}
         See ``REQUANT_ROUNDING``.
+    num_threads : int, optional
+        Threads of the compiled kernel ("double" and "single" with one
+        multiplier, or one per last-axis column); results never depend on it.
 
     Returns
     -------
@@ -143,9 +148,10 @@ def requantize(acc, multiplier, shift=0, *, zero_point=0, fmt="int8", rounding="
     """
     f = as_int_format(fmt)
     check_choice(rounding, "rounding", REQUANT_ROUNDING)
-    a = as_integer_array(acc, "acc").astype(np.int64)
-    if a.size and (a.min() < _I32_MIN or a.max() > _I32_MAX):
+    a = as_integer_array(acc, "acc")
+    if a.size and (int(a.min()) < _I32_MIN or int(a.max()) > _I32_MAX):
         raise ValueError(f"acc: values must fit int32, got [{a.min()}, {a.max()}]")
+    nthreads = resolve_threads(num_threads)
     zp = as_integer_array(zero_point, "zero_point").astype(np.int64)
     if zp.size and (zp.min() < f.min or zp.max() > f.max):
         bad = zp.min() if zp.min() < f.min else zp.max()
@@ -167,7 +173,19 @@ def requantize(acc, multiplier, shift=0, *, zero_point=0, fmt="int8", rounding="
                              f"[{m.min()}, {m.max()}]")
         if s.size and (s.min() < -31 or s.max() > 30):
             raise ValueError(f"shift: must lie in [-31, 30], got [{s.min()}, {s.max()}]")
-        a, m, s = np.broadcast_arrays(a, m, s)
+        C = a.shape[-1] if a.ndim else 1
+        if (m.ndim <= 1 and s.ndim <= 1 and zp.ndim == 0 and m.size in (1, C) and s.size in (1, C)
+                and a.size):
+            # the compiled kernel: one multiplier, or one per column of the last axis
+            percol = m.size > 1 or s.size > 1
+            q = np.ascontiguousarray(np.broadcast_to(m.reshape(-1), (C,) if percol else (1,)), np.int32)
+            sh = np.ascontiguousarray(np.broadcast_to(s.reshape(-1), (C,) if percol else (1,)), np.int32)
+            flat = np.ascontiguousarray(a, dtype=np.int32).reshape(-1)
+            res = np.empty(flat.shape, np.int32)
+            _quant.requantize(flat, res, C, q, sh, int(zp), f.min, f.max, rounding == "single", nthreads)
+            out = res.reshape(np.broadcast_shapes(a.shape, m.shape, s.shape)).astype(f.dtype)
+            return out[()] if out.ndim == 0 else out
+        a, m, s = np.broadcast_arrays(a.astype(np.int64), m, s)
         if rounding == "double":
             left = np.maximum(s, 0)
             right = np.maximum(-s, 0)

@@ -3,7 +3,7 @@
 import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 
 from fp_quant cimport *
 
@@ -69,3 +69,20 @@ def pack4(const uint8_t[::1] codes, uint8_t[::1] out):
         return
     with nogil:
         fp_pack4(&codes[0], &out[0], npairs)
+
+
+def requantize(const int32_t[::1] acc, int32_t[::1] out, int64_t C, const int32_t[::1] q,
+               const int32_t[::1] shift, int64_t zp, int64_t lo, int64_t hi, bint single,
+               int nthreads):
+    """out = clamp(requant(acc) + zp, lo, hi); acc is a flat (rows x C) array and
+    q/shift hold one value, or one per column (C of them)."""
+    cdef int64_t n = acc.shape[0]
+    cdef int64_t nchunks = n_chunks(n)
+    cdef int percol = q.shape[0] > 1
+    cdef int64_t c
+    if n == 0:
+        return
+    with nogil:
+        for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
+            fp_requantize(&acc[0], &out[0], c * CHUNK, chunk_len(c, n), C, &q[0], &shift[0], percol,
+                          zp, lo, hi, single)

@@ -221,4 +221,83 @@ static int64_t fp_minmax_f32(const float *x, int64_t n, float *mn, float *mx) {
     return fp_minmax_f32_scalar(x, n, mn, mx);
 }
 
+/* ------------------------------------------------------------------------
+ * Requantization of int32 accumulators (SEMANTICS.md section 5), the
+ * gemmlowp / TFLite integer pipeline, without undefined or
+ * implementation-defined behaviour: right shifts of negative values go
+ * through the complement, products are formed in int64.
+ */
+
+/* floor(x / 2^e), 0 <= e <= 62, branch-free: a negative x is shifted as its
+ * complement (non-negative), then complemented back. */
+static inline int64_t fp_asr64(int64_t x, int e) {
+    int64_t m = -(int64_t)(x < 0);                         /* all ones when x < 0 */
+    return m ^ (int64_t)((uint64_t)(m ^ x) >> e);          /* m ^ x >= 0: a logical shift */
+}
+
+/* SaturatingRoundingDoublingHighMul: round(a * b / 2^31), ties toward
+ * +infinity (nudge 2^30 for ab >= 0, 1 - 2^30 below, then truncation toward
+ * zero); only INT32_MIN * INT32_MIN saturates. */
+static inline int64_t fp_srdhm(int32_t a, int32_t b) {
+    int64_t ab = (int64_t)a * (int64_t)b;                  /* |ab| <= 2^62 */
+    int64_t neg = (int64_t)(ab < 0);
+    int64_t t = ab + ((int64_t)1 << 30) - neg * (((int64_t)1 << 31) - 1);
+    int64_t tneg = (int64_t)(t < 0);
+    int64_t r = fp_asr64(t + tneg * (((int64_t)1 << 31) - 1), 31);   /* truncating t / 2^31 */
+    return (a == INT32_MIN && b == INT32_MIN) ? (int64_t)INT32_MAX : r;
+}
+
+/* RoundingDivideByPOT: x / 2^e rounded half away from zero, 0 <= e <= 31 */
+static inline int64_t fp_rdbpot(int64_t x, int e) {
+    uint64_t mask = ((uint64_t)1 << e) - 1u;
+    int64_t remainder = (int64_t)((uint64_t)x & mask);     /* low e bits, two's complement */
+    int64_t threshold = (int64_t)(mask >> 1) + (int64_t)(x < 0);
+    return fp_asr64(x, e) + (int64_t)(remainder > threshold);
+}
+
+/* One value: "double" rounding (TFLite default) or single rounding. */
+static inline int64_t fp_requant1(int32_t x, int32_t q, int shift, int single) {
+    if (single) {                                          /* -31 <= shift <= 30 */
+        int total = 31 - shift;                            /* 1..62 */
+        return fp_asr64((int64_t)x * q + ((int64_t)1 << (total - 1)), total);
+    }
+    int left = shift > 0 ? shift : 0;
+    int right = shift > 0 ? 0 : -shift;
+    /* x * 2^left in int32 arithmetic (wraps), computed in uint64 */
+    uint64_t u = ((((uint64_t)(int64_t)x) << left) + ((uint64_t)1 << 31)) & 0xFFFFFFFFu;
+    int32_t xs = (int32_t)((int64_t)u - ((int64_t)1 << 31));
+    return fp_rdbpot(fp_srdhm(xs, q), right);
+}
+
+/* out[i] = clamp(requant(acc[i]) + zp, lo, hi) for the flat elements
+ * [start, start + n) of a (rows x C) array; q/shift per column (percol) or
+ * one for all. */
+FP_CLONES
+static void fp_requantize(const int32_t *acc, int32_t *out, int64_t start, int64_t n, int64_t C,
+                          const int32_t *q, const int32_t *shift, int percol, int64_t zp,
+                          int64_t lo, int64_t hi, int single) {
+    if (!percol) {                       /* one multiplier: a loop the compiler vectorizes */
+        const int32_t q0 = q[0];
+        const int s0 = shift[0];
+        for (int64_t i = start; i < start + n; i++) {
+            int64_t v = fp_requant1(acc[i], q0, s0, single) + zp;
+            out[i] = (int32_t)(v < lo ? lo : (v > hi ? hi : v));
+        }
+        return;
+    }
+    /* row by row (the chunk may start mid-row): contiguous acc, q and shift */
+    int64_t i = start, end = start + n, c = start % C;
+    while (i < end) {
+        int64_t len = C - c < end - i ? C - c : end - i;
+        const int32_t *a = acc + i, *qq = q + c, *ss = shift + c;
+        int32_t *o = out + i;
+        for (int64_t j = 0; j < len; j++) {
+            int64_t v = fp_requant1(a[j], qq[j], ss[j], single) + zp;
+            o[j] = (int32_t)(v < lo ? lo : (v > hi ? hi : v));
+        }
+        i += len;
+        c = 0;
+    }
+}
+
 #endif

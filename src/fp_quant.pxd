@@ -1,5 +1,5 @@
 # Declarations of the quantization kernels (src/fp_quant.h).
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 
 cdef extern from "fp_quant.h" nogil:
     enum:
@@ -10,3 +10,6 @@ cdef extern from "fp_quant.h" nogil:
                          float hi, int mode, int is_unsigned, int stream, int pack4)
     void fp_pack4(const uint8_t *c, uint8_t *o, int64_t npairs)
     int64_t fp_minmax_f32(const float *x, int64_t n, float *mn, float *mx)
+    void fp_requantize(const int32_t *acc, int32_t *out, int64_t start, int64_t n, int64_t C,
+                       const int32_t *q, const int32_t *shift, int percol, int64_t zp, int64_t lo,
+                       int64_t hi, int single)

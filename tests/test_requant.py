@@ -148,3 +148,26 @@ def test_bad_arguments():
         fp.requantize([1.5], 2**30, 0)
     with pytest.raises(ValueError, match="shift: must be 0 with rounding='float'"):
         fp.requantize([1], 0.5, 3, rounding="float")
+
+
+@pytest.mark.parametrize("mode", ["double", "single"])
+def test_general_broadcasting_path_against_transcription(mode, rng):
+    """Per-row multipliers and per-column zero points take the NumPy path; the
+    compiled kernel takes per-tensor and per-column ones: both equal the
+    transcription, for 1 and 2 threads."""
+    acc = np.concatenate([_edge_accs(), rng.integers(ref.INT32_MIN, ref.INT32_MAX, 105, endpoint=True)])
+    acc = acc.reshape(8, 15)
+    m = rng.integers(0, 2**31, (8, 1))
+    s = rng.integers(-31, 31 if mode == "double" else 1, (8, 1))
+    zp = rng.integers(-5, 5, 15)
+    got = fp.requantize(acc, m, s, zero_point=zp, fmt="int16", rounding=mode)
+    mc, sc = rng.integers(0, 2**31, 15), rng.integers(-31, 1, 15)
+    got_c = [fp.requantize(acc, mc, sc, zero_point=3, fmt="int16", rounding=mode, num_threads=t)
+             for t in (1, 2)]
+    for i, j in np.ndindex(*acc.shape):
+        v = ref.tflite_multiply_by_quantized_multiplier(int(acc[i, j]), int(m[i, 0]), int(s[i, 0]),
+                                                        mode == "single")
+        assert got[i, j] == max(-2**15, min(2**15 - 1, v + int(zp[j])))
+        v = ref.tflite_multiply_by_quantized_multiplier(int(acc[i, j]), int(mc[j]), int(sc[j]),
+                                                        mode == "single")
+        assert got_c[0][i, j] == got_c[1][i, j] == max(-2**15, min(2**15 - 1, v + 3))
