@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _quant
+from . import _fp8, _quant
 from ._checks import check_choice, check_positive_int, resolve_threads
 from .formats import FloatFormat, IntFormat, as_float_format, as_int_format
-from .fp8 import from_fp8, to_fp8
+from .fp8 import _seed_value, format_params, from_fp8, to_fp8
 
 __all__ = ["QTensor", "quantize", "dequantize", "fake_quant", "ROUNDING", "CALIBRATION",
            "round_values"]
@@ -261,6 +261,32 @@ def _blocks(x: np.ndarray, axis, group_size):
     return xm.reshape(-1, group_size), restore
 
 
+def _block_minmax(X, ax, gs, nthreads):
+    """Min and max of each block sharing a scale, in the scale's layout
+    (``(C,)`` per channel, the shape with ``axis`` divided by ``gs`` per group),
+    for finite float32 ``X``: contiguous runs go to the compiled kernel (one row
+    per thread), other layouts to a NumPy reduction over a reshaped view."""
+    Xc = np.ascontiguousarray(X)
+    shape = Xc.shape
+    if gs is None:
+        outer = int(np.prod(shape[:ax], dtype=np.int64))
+        inner = int(np.prod(shape[ax + 1:], dtype=np.int64))
+        if inner >= 32:
+            mn, mx, _ = _quant.row_minmax(Xc.reshape(-1, inner), nthreads)
+            C = shape[ax]
+            return (mn.reshape(outer, C).min(axis=0).astype(np.float64),
+                    mx.reshape(outer, C).max(axis=0).astype(np.float64))
+        others = tuple(i for i in range(Xc.ndim) if i != ax)
+        return Xc.min(axis=others).astype(np.float64), Xc.max(axis=others).astype(np.float64)
+    G = shape[ax] // gs
+    if ax == Xc.ndim - 1 and gs >= 16:
+        mn, mx, _ = _quant.row_minmax(Xc.reshape(-1, gs), nthreads)
+        out = shape[:-1] + (G,)
+        return mn.reshape(out).astype(np.float64), mx.reshape(out).astype(np.float64)
+    v = Xc.reshape(shape[:ax] + (G, gs) + shape[ax + 1:])
+    return v.min(axis=ax + 1).astype(np.float64), v.max(axis=ax + 1).astype(np.float64)
+
+
 def _expand(param, shape, axis, group_size):
     """Broadcast a scale/zero-point array of the QTensor convention to ``shape``."""
     p = np.asarray(param)
@@ -396,15 +422,21 @@ def quantize(x, fmt="int8", *, scale=None, zero_point=None, symmetric=True, axis
             raise ValueError("x: an empty tensor has no range to calibrate; give scale")
         if zero_point is not None:
             raise ValueError("zero_point: give it together with scale, or neither")
-        blocks, restore = _blocks(X, ax, gs)
         if calibration in ("mse", "entropy"):
+            _, restore = _blocks(X, ax, gs)
             from .calibrate import Calibrator
             cal = Calibrator(calibration, symmetric=symmetric or is_fp8, axis=ax, group_size=gs)
             cal.update(X)
             rmin, rmax = cal.block_range(f)
         elif calibration == "minmax" and ax is None and fast_minmax is not None:
             rmin, rmax = np.array([fast_minmax[0]]), np.array([fast_minmax[1]])   # fused pass
+            restore = lambda v: np.asarray(v).reshape(())     # noqa: E731
+        elif calibration == "minmax" and fast_minmax is not None:
+            # float32, all finite: per-block ranges without copying the blocks
+            rmin, rmax = _block_minmax(X, ax, gs, nthreads)
+            restore = lambda v: np.asarray(v)       # noqa: E731 - already in the scale's layout
         else:
+            blocks, restore = _blocks(X, ax, gs)
             with np.errstate(invalid="ignore"):
                 fin = np.where(np.isfinite(blocks), blocks, 0.0)   # NaN passed to FP8: ignored
             if calibration == "minmax":
@@ -465,10 +497,17 @@ def quantize(x, fmt="int8", *, scale=None, zero_point=None, symmetric=True, axis
     if scale is not None and X.dtype == np.float32:
         _check_finite(X, nan, f)
     s_full = _expand(sc, X.shape, ax, gs).astype(X.dtype)
-    if is_fp8:
+    if is_fp8 and X.dtype == np.float32 and np.ndim(sc) == 0:
+        # per tensor: the division fused into the encoder (same bits as x / s, then to_fp8)
+        codes = np.empty(X.shape, np.uint8)
+        _fp8.encode_scaled(np.ascontiguousarray(X).reshape(-1), codes.reshape(-1), float(sc),
+                           format_params(f, bool(saturate)), rounding,
+                           _seed_value(seed) if rounding == "stochastic" else 0, False, nthreads)
+        zp = np.zeros((), np.int32)
+    elif is_fp8:
         with np.errstate(over="ignore", invalid="ignore"):
             q = (X / s_full).astype(np.float32)
-        codes = to_fp8(q, f, saturate=saturate, rounding=rounding, seed=seed)
+        codes = to_fp8(q, f, saturate=saturate, rounding=rounding, seed=seed, num_threads=nthreads)
         zp = np.zeros(np.shape(sc), np.int32)
     else:
         z_full = _expand(zp, X.shape, ax, gs)

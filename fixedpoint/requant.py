@@ -149,7 +149,8 @@ def requantize(acc, multiplier, shift=0, *, zero_point=0, fmt="int8", rounding="
     f = as_int_format(fmt)
     check_choice(rounding, "rounding", REQUANT_ROUNDING)
     a = as_integer_array(acc, "acc")
-    if a.size and (int(a.min()) < _I32_MIN or int(a.max()) > _I32_MAX):
+    if a.size and a.dtype.itemsize >= 4 and a.dtype != np.int32 and \
+            (int(a.min()) < _I32_MIN or int(a.max()) > _I32_MAX):   # narrower dtypes always fit
         raise ValueError(f"acc: values must fit int32, got [{a.min()}, {a.max()}]")
     nthreads = resolve_threads(num_threads)
     zp = as_integer_array(zero_point, "zero_point").astype(np.int64)

@@ -2,7 +2,7 @@
 """Compiled minifloat conversion kernels (private; ``fixedpoint.fp8`` validates)."""
 import numpy as np
 cimport numpy as cnp
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 from fp_fp8 cimport *
@@ -14,11 +14,7 @@ cnp.import_array()
 _MODES = {"nearest_even": FP_RN_EVEN, "toward_zero": FP_RN_ZERO, "stochastic": FP_RN_STOCHASTIC}
 
 
-def encode(cnp.ndarray x, cnp.ndarray out, dict params, str rounding, uint64_t seed,
-           bint count_nans, int nthreads):
-    """out[:] = codes of x (float32 or float64, contiguous, native order).
-
-    Returns the number of NaN inputs if count_nans, else 0."""
+cdef fp_minifloat _format(dict params, int64_t size):
     cdef fp_minifloat f
     f.man_bits = params["man_bits"]
     f.emin = params["emin"]
@@ -31,7 +27,16 @@ def encode(cnp.ndarray x, cnp.ndarray out, dict params, str rounding, uint64_t s
     f.rtz_saturates = params["rtz_saturates"]
     f.sub_scale1 = params["sub_scale1"]
     f.sub_scale2 = params["sub_scale2"]
-    f.stream_out = x.size >= (1 << 22)
+    f.stream_out = size >= (1 << 22)
+    return f
+
+
+def encode(cnp.ndarray x, cnp.ndarray out, dict params, str rounding, uint64_t seed,
+           bint count_nans, int nthreads):
+    """out[:] = codes of x (float32 or float64, contiguous, native order).
+
+    Returns the number of NaN inputs if count_nans, else 0."""
+    cdef fp_minifloat f = _format(params, x.size)
     cdef int mode = _MODES[rounding]
     cdef int is64 = x.dtype.itemsize == 8
     cdef const void *px = cnp.PyArray_DATA(x)
@@ -46,6 +51,33 @@ def encode(cnp.ndarray x, cnp.ndarray out, dict params, str rounding, uint64_t s
             start = c * CHUNK
             m = chunk_len(c, n)
             nans += fp_encode_chunk(px, is64, po, start, m, &f, mode, seed, cn)
+    return nans
+
+
+def encode_scaled(const float[::1] x, uint8_t[::1] out, float scale, dict params, str rounding,
+                  uint64_t seed, bint count_nans, int nthreads):
+    """out[:] = codes of x / scale (IEEE float32 division, then the encoder), fused:
+    the quotients live in one CHUNK-sized buffer per thread.
+
+    Returns the number of NaN quotients if count_nans, else 0."""
+    cdef fp_minifloat f = _format(params, x.shape[0])
+    cdef int mode = _MODES[rounding]
+    cdef int64_t n = x.shape[0]
+    cdef int64_t nchunks = n_chunks(n)
+    cdef int nt = max(1, min(nthreads, nchunks))
+    bufs = np.empty((nt, CHUNK), np.float32)
+    cdef float[:, ::1] vb = bufs
+    cdef int64_t c, start, m
+    cdef int64_t nans = 0
+    cdef int cn = count_nans
+    if n == 0:
+        return 0
+    with nogil:
+        for c in prange(nchunks, num_threads=nt, schedule="dynamic"):
+            start = c * CHUNK
+            m = chunk_len(c, n)
+            nans += fp_encode_scaled_chunk(&x[0], scale, &vb[threadid(), 0], &out[0], start, m, &f,
+                                           mode, seed, cn)
     return nans
 
 

@@ -32,7 +32,7 @@ def quantize_runs(const float[:, ::1] x, uint8_t[:, ::1] out, const float[::1] s
     if R == 0 or L == 0:
         return 0
     with nogil:
-        for t in prange(R * nchunks, num_threads=nthreads, schedule="dynamic"):
+        for t in prange(R * nchunks, num_threads=nthreads, schedule="static"):
             r = t // nchunks
             c = t % nchunks
             start = c * CHUNK
@@ -86,3 +86,20 @@ def requantize(const int32_t[::1] acc, int32_t[::1] out, int64_t C, const int32_
         for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
             fp_requantize(&acc[0], &out[0], c * CHUNK, chunk_len(c, n), C, &q[0], &shift[0], percol,
                           zp, lo, hi, single)
+
+
+def row_minmax(const float[:, ::1] x, int nthreads):
+    """(mins, maxs, number of non-finite values) of each row of a float32 matrix."""
+    cdef int64_t R = x.shape[0], L = x.shape[1]
+    mins = np.empty(R, np.float32)
+    maxs = np.empty(R, np.float32)
+    bads = np.zeros(R, np.int64)
+    cdef float[::1] vmin = mins, vmax = maxs
+    cdef int64_t[::1] vbad = bads
+    cdef int64_t r
+    if R == 0 or L == 0:
+        return mins, maxs, 0
+    with nogil:
+        for r in prange(R, num_threads=nthreads, schedule="static"):
+            vbad[r] = fp_minmax_f32(&x[r, 0], L, &vmin[r], &vmax[r])
+    return mins, maxs, int(bads.sum())

@@ -313,32 +313,55 @@ FP_ENC_LOOP(fp_enc_f64_sr, uint64_t, fp_enc_f64, FP_RN_STOCHASTIC, FP_F64_ABS, F
 
 /* Encode x[start : start + n] (float32 bits if is64 == 0, else float64 bits).
  * Returns the number of NaN inputs when count_nans is set, else 0. */
+/* Encode n float32 bit patterns p[0..n) into o[0..n); `index0` is the global
+ * index of p[0] (it keys the stochastic-rounding stream). */
+static int64_t fp_encode_f32_run(const uint32_t *p, uint8_t *o, int64_t index0, int64_t n,
+                                 const fp_minifloat *f, int mode, uint64_t seed, int count_nans) {
+#if FP_HAVE_AVX2_KERNELS
+    if (mode != FP_RN_STOCHASTIC && fp_cpu_has_avx2()) {
+        const int64_t nv = n & ~(int64_t)31;
+        fp_enc_f32_avx2(p, o, nv, f, mode == FP_RN_EVEN);
+        int64_t nans = 0;
+        if (count_nans)
+            for (int64_t i = 0; i < nv; i++) nans += (p[i] & FP_F32_ABS) > FP_F32_INF;
+        p += nv;
+        o += nv;
+        index0 += nv;
+        n -= nv;
+        if (mode == FP_RN_EVEN) return nans + fp_enc_f32_rne(p, o, n, f, seed, index0, count_nans);
+        return nans + fp_enc_f32_rtz(p, o, n, f, seed, index0, count_nans);
+    }
+#endif
+    if (mode == FP_RN_EVEN) return fp_enc_f32_rne(p, o, n, f, seed, index0, count_nans);
+    if (mode == FP_RN_ZERO) return fp_enc_f32_rtz(p, o, n, f, seed, index0, count_nans);
+    return fp_enc_f32_sr(p, o, n, f, seed, index0, count_nans);
+}
+
 static int64_t fp_encode_chunk(const void *x, int is64, uint8_t *out, int64_t start, int64_t n,
                                const fp_minifloat *f, int mode, uint64_t seed, int count_nans) {
-    if (!is64) {
-        const uint32_t *p = (const uint32_t *)x + start;
-#if FP_HAVE_AVX2_KERNELS
-        if (mode != FP_RN_STOCHASTIC && fp_cpu_has_avx2()) {
-            const int64_t nv = n & ~(int64_t)31;
-            fp_enc_f32_avx2(p, out + start, nv, f, mode == FP_RN_EVEN);
-            int64_t nans = 0;
-            if (count_nans)
-                for (int64_t i = 0; i < nv; i++) nans += (p[i] & FP_F32_ABS) > FP_F32_INF;
-            p += nv;
-            start += nv;
-            n -= nv;
-            if (mode == FP_RN_EVEN) return nans + fp_enc_f32_rne(p, out + start, n, f, seed, start, count_nans);
-            return nans + fp_enc_f32_rtz(p, out + start, n, f, seed, start, count_nans);
-        }
-#endif
-        if (mode == FP_RN_EVEN) return fp_enc_f32_rne(p, out + start, n, f, seed, start, count_nans);
-        if (mode == FP_RN_ZERO) return fp_enc_f32_rtz(p, out + start, n, f, seed, start, count_nans);
-        return fp_enc_f32_sr(p, out + start, n, f, seed, start, count_nans);
-    }
+    if (!is64)
+        return fp_encode_f32_run((const uint32_t *)x + start, out + start, start, n, f, mode, seed,
+                                 count_nans);
     const uint64_t *p = (const uint64_t *)x + start;
     if (mode == FP_RN_EVEN) return fp_enc_f64_rne(p, out + start, n, f, seed, start, count_nans);
     if (mode == FP_RN_ZERO) return fp_enc_f64_rtz(p, out + start, n, f, seed, start, count_nans);
     return fp_enc_f64_sr(p, out + start, n, f, seed, start, count_nans);
+}
+
+/* buf[i] = x[i] / s in IEEE float32 (the quantizer's division), i < n */
+FP_CLONES static void fp_div_f32(const float *x, float s, float *buf, int64_t n) {
+    for (int64_t i = 0; i < n; i++) buf[i] = x[i] / s;
+}
+
+/* The codes of x[start..start+n) / s: the division into `buf` (n floats, one
+ * buffer per thread), then the encoder; the same bits as dividing first and
+ * encoding the quotients. */
+static int64_t fp_encode_scaled_chunk(const float *x, float s, float *buf, uint8_t *out,
+                                      int64_t start, int64_t n, const fp_minifloat *f, int mode,
+                                      uint64_t seed, int count_nans) {
+    fp_div_f32(x + start, s, buf, n);
+    uint32_t *bits = (uint32_t *)(void *)buf;
+    return fp_encode_f32_run(bits, out + start, start, n, f, mode, seed, count_nans);
 }
 
 /* ---- decoding: a 256-entry table of the output type's bit patterns ---------- */

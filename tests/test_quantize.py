@@ -315,3 +315,25 @@ def test_empty_tensors():
         assert q.codes.shape == (0, 3) and q.dequantize().shape == (0, 3)
     with pytest.raises(ValueError, match="x: an empty tensor has no range to calibrate"):
         fp.quantize(np.zeros(0, np.float32), "int8")
+
+
+@pytest.mark.parametrize("fmt", ["e4m3", "e5m2", "e4m3fnuz", "e2m1"])
+@pytest.mark.parametrize("rounding", ["nearest_even", "toward_zero", "stochastic"])
+@pytest.mark.parametrize("saturate", [False, True])
+def test_fp8_per_tensor_equals_divide_then_convert(fmt, rounding, saturate):
+    """The per-tensor FP8 quantizer fuses x / scale into the encoder: the codes are
+    those of the IEEE float32 quotient converted by to_fp8 (more than one chunk,
+    odd length, overflowing quotients, NaN where the format has one)."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(200_003) * 10.0 ** rng.integers(-8, 8, 200_003)).astype(np.float32)
+    f = fp.formats.as_float_format(fmt)
+    nan = "raise"
+    if f.nan is not None:
+        x[::997] = np.nan
+        nan = "propagate"
+    s = np.float32(0.37)
+    q = fp.quantize(x, fmt, scale=s, rounding=rounding, saturate=saturate, seed=11, nan=nan,
+                    num_threads=2)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = fp.to_fp8(x / s, fmt, rounding=rounding, saturate=saturate, seed=11)
+    np.testing.assert_array_equal(q.codes, want)
