@@ -7,8 +7,8 @@ from .common import LARGE, THREADS, rng
 
 
 class ToFP8:
-    params = ([1 << 24] if LARGE else [1 << 20], ["e5m2", "e4m3"], [False, True],
-              ["nearest_even", "stochastic"], THREADS)
+    params = ([1 << 24] if LARGE else [1 << 20], ["e5m2", "e4m3", "e4m3fnuz", "e2m1"], [False, True],
+              ["nearest_even", "toward_zero", "stochastic"], THREADS)
     param_names = ["n", "fmt", "saturate", "rounding", "threads"]
 
     def setup(self, n, fmt, saturate, rounding, threads):
@@ -27,8 +27,15 @@ class FromFP8:
 
     def setup(self, n, fmt, threads):
         self.codes = rng(6).integers(0, 256, n).astype(np.uint8)
+        self.out = np.empty(n, np.float32)
 
     def time_from_fp8(self, n, fmt, threads):
+        fp.from_fp8(self.codes, fmt, num_threads=threads)
+
+    def time_from_fp8_out(self, n, fmt, threads):
+        fp.from_fp8(self.codes, fmt, out=self.out, num_threads=threads)
+
+    def peakmem_from_fp8(self, n, fmt, threads):
         fp.from_fp8(self.codes, fmt, num_threads=threads)
 
 

@@ -47,17 +47,29 @@ class Calibration:
     def time_calibrate(self, method):
         fp.quantize(self.x, "int8", calibration=method)
 
+    def peakmem_calibrate(self, method):
+        fp.quantize(self.x, "int8", calibration=method)
+
 
 class Requantize:
-    params = ([1 << 20], ["double", "single", "float"])
-    param_names = ["n", "rounding"]
+    params = ([1 << 24] if LARGE else [1 << 20], ["double", "single", "float"], ["tensor", "channel"],
+              THREADS)
+    param_names = ["n", "rounding", "granularity", "threads"]
 
-    def setup(self, n, rounding):
-        self.acc = rng(11).integers(-2**24, 2**24, n).astype(np.int32)
-        self.m, self.s = fp.quantize_multiplier(0.0007)
+    def setup(self, n, rounding, gran, threads):
+        self.acc = rng(11).integers(-2**24, 2**24, (n // 256, 256)).astype(np.int32)
+        real = 0.0007 if gran == "tensor" else rng(12).uniform(1e-4, 1e-3, 256)
+        self.m, self.s = fp.quantize_multiplier(real)
+        self.real = real
 
-    def time_requantize(self, n, rounding):
-        if rounding == "float":
-            fp.requantize(self.acc, 0.0007, rounding="float")
+    def time_requantize(self, n, rounding, gran, threads):
+        if rounding == "float":       # NumPy float32 arithmetic: no threads
+            fp.requantize(self.acc, self.real, rounding="float")
         else:
-            fp.requantize(self.acc, self.m, self.s, rounding=rounding)
+            fp.requantize(self.acc, self.m, self.s, rounding=rounding, num_threads=threads)
+
+    def peakmem_requantize(self, n, rounding, gran, threads):
+        if rounding == "float":
+            fp.requantize(self.acc, self.real, rounding="float")
+        else:
+            fp.requantize(self.acc, self.m, self.s, rounding=rounding, num_threads=threads)
