@@ -519,6 +519,37 @@ def linear(tab, m, k, n, repeat, threads):
                             macs / 1e9, "GOPS", False, "the float layer, for scale: not an emulation")
 
 
+def bandwidth_probe(n, repeat):
+    """What the memory system allows: NumPy streaming 4 bytes in and 1 byte out per
+    element (the traffic of to_fp8 and quantize) from 1 and 2 Python threads."""
+    import threading
+    x = np.random.default_rng(9).standard_normal(n).astype(np.float32)
+    y = np.empty(n, np.bool_)
+
+    def run(t):
+        th = [threading.Thread(target=np.less, args=(x[i * n // t:(i + 1) * n // t], 0.0),
+                               kwargs={"out": y[i * n // t:(i + 1) * n // t]}) for i in range(t)]
+        for a in th:
+            a.start()
+        for a in th:
+            a.join()
+    return {t: median_time(lambda: run(t), repeat) for t in (1, 2)}
+
+
+def scaling_table(tab, probe):
+    out = ["| workload | implementation | 1 thread | 2 threads | speedup |", "|---|---|---|---|---|"]
+    for w in dict.fromkeys(r["workload"] for r in tab.rows):
+        for impl in dict.fromkeys(r["impl"] for r in tab.rows if r["workload"] == w):
+            if not impl.startswith("fixedpoint"):
+                continue
+            t = {r["threads"]: r["seconds"] for r in tab.rows if r["workload"] == w and r["impl"] == impl}
+            if 1 in t and 2 in t and t[1] and t[2]:
+                out.append(f"| {w} | {impl} | {t[1] * 1e3:.2f} ms | {t[2] * 1e3:.2f} ms | {t[1] / t[2]:.2f}x |")
+    out.append(f"| (memory-bound probe: NumPy reads float32, writes 1 byte per element) | NumPy, Python threads | "
+               f"{probe[1] * 1e3:.2f} ms | {probe[2] * 1e3:.2f} ms | {probe[1] / probe[2]:.2f}x |")
+    return "\n".join(out)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
@@ -543,7 +574,9 @@ def main(argv=None):
             "Peers: " + ", ".join(f"{k} {'missing' if v is None else getattr(v, '__version__', 'present')}"
                                   for k, v in PEERS.items()),
             "", "Median of repeated runs; 'vs best peer' divides by the fastest peer of the same workload.", ""]
-    text = "\n".join(head) + tab.markdown() + "\n"
+    probe = bandwidth_probe(big, repeat)
+    text = ("\n".join(head) + tab.markdown() + "\n\nThread scaling of fixedpoint's kernels (same run):\n\n"
+            + scaling_table(tab, probe) + "\n")
     print(text)
     if args.out:
         with open(args.out, "w") as f:
