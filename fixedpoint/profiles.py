@@ -356,9 +356,9 @@ class AcceleratorProfile:
 
         For ``output="int8"`` the bias is stored as int32 at scale
         ``x_scale * w_scale``; given ``bias`` and ``x_scale``, a channel whose
-        weight scale is too small for its bias to fit in 2^30 has its weight
-        scale raised until it does (TensorFlow Lite's converter does the same
-        for near-zero channels)."""
+        weight scale is too small for its bias to fit in half the accumulator
+        (2^30 for 32 bits) has its weight scale raised until it does
+        (TensorFlow Lite's converter does the same for near-zero channels)."""
         if self.is_float:
             return None
         W = np.asarray(w)
@@ -376,7 +376,8 @@ class AcceleratorProfile:
         q = quantize(W, base, symmetric=self.weight_symmetric, narrow_range=self.weight_narrow_range, **kw)
         if bias is None or x_scale is None or self.output != "int8":
             return q
-        need = np.abs(np.asarray(bias, np.float64)) / (np.float64(x_scale) * 2.0**30)
+        limit = 2.0 ** (self.accumulator.bits - 2)       # half the register: 2^30 for 32 bits
+        need = np.abs(np.asarray(bias, np.float64)) / (np.float64(x_scale) * limit)
         if self.weight_granularity == "tensor":
             need = need.max(initial=0.0)
         if not np.any(np.asarray(q.scale, np.float64) < need):

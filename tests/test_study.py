@@ -144,3 +144,16 @@ def test_shipped_data_is_the_digits_set():
     d = np.load(Path(study.__file__).parent / "data" / "digits.npz")
     assert d["images"].shape == (1797, 64) and d["images"].max() == 16
     assert np.bincount(d["labels"]).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+
+
+def test_example_accumulator_what_if_profiles():
+    """The shipped what-if files load, and on the default model a 16-bit saturating
+    accumulator overflows (and costs accuracy) where 20 and 32 bits do not."""
+    ex = Path(__file__).resolve().parent.parent / "examples" / "profiles"
+    files = [str(ex / "ane-int8-acc20.toml"), str(ex / "ane-int8-acc16.toml")]
+    res = study.run_study(["ane-int8"] + files)["profiles"]
+    assert sum(res["ane-int8-acc20"]["overflows"]) == 0
+    assert res["ane-int8-acc20"]["accuracy"] == res["ane-int8"]["accuracy"]
+    assert sum(res["ane-int8-acc16"]["overflows"]) > 1000
+    assert res["ane-int8-acc16"]["accuracy"] < res["ane-int8"]["accuracy"]
+    assert profiles.get("ane-int8-acc16").accumulator.bits == 16
