@@ -437,6 +437,20 @@ class AcceleratorProfile:
             float16/bfloat16 outputs widened exactly to float32).
         trace : LinearTrace
 
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fixedpoint import profiles
+        >>> x = np.array([[1.0, -2.0, 0.5, 4.0]], np.float32)     # scale 4/127
+        >>> w = np.array([[0.5], [0.25], [1.0], [0.125]], np.float32)  # scale 1/127
+        >>> y, tr = profiles.get("ane-int8").linear(x, w)
+        >>> tr.x.codes.tolist(), tr.w.codes.ravel().tolist()         # ties to even: 63.5 -> 64
+        ([[32, -64, 16, 127]], [64, 32, 127, 16])
+        >>> int(tr.accumulator[0, 0]), tr.output_codes.tolist()     # 4064 * 4/127 * 1/127 = 128/127
+        (4064, [[127]])
+        >>> round(float(y[0, 0]), 6), float((x @ w)[0, 0])
+        (1.007874, 1.0)
+
         Notes
         -----
         The steps, each a public primitive:

@@ -6,7 +6,7 @@ import pytest
 
 MODULES = ["fixedpoint.formats", "fixedpoint.intops", "fixedpoint.accumulate", "fixedpoint.fp8",
            "fixedpoint.tensorcore", "fixedpoint.rtl", "fixedpoint._checks", "fixedpoint.requant",
-           "fixedpoint.quantize", "fixedpoint.metrics", "fixedpoint.calibrate", "fixedpoint.profiles"]
+           "fixedpoint.quantize", "fixedpoint.metrics", "fixedpoint.calibrate", "fixedpoint.profiles", "fixedpoint.study"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -183,11 +183,13 @@ def test_huge_array_conversion_2_31_plus_7(data_dir, mode, out_bytes):
     import json
     import subprocess
     import sys
+    import tempfile
     mem = _available_mb()
     if mem < 13_000:
         pytest.skip(f"needs about 13 GB of free memory, {mem} MB available")
+    # outside the source tree, so that the installed (compiled) package is imported
     r = subprocess.run([sys.executable, "-c", _HUGE, str(data_dir / "small_exh.npz"), mode],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600, cwd=tempfile.gettempdir())
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(r.stdout)
     assert res["bad"] == 0
