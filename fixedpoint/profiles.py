@@ -583,8 +583,13 @@ class AcceleratorProfile:
             c = np.broadcast_to(bq.astype(np.int64), X.shape[:-1] + (ws.shape[1],))
         acc_v, overflow = matmul(xs, ws, op, self.accumulator, c=c, return_overflow=True)
         if out_scale is None:
-            ref = acc_v.astype(np.float64) * s.astype(np.float64)
-            oq = quantize(ref, "int8", symmetric=self.activation_symmetric)
+            # min/max of acc * s (s > 0): per column, the column's extremes times its
+            # scale (float64 rounding is monotonic), so no M x N float64 array is made;
+            # the calibrated scale depends on nothing else
+            a2 = acc_v.reshape(-1, acc_v.shape[-1]) if acc_v.ndim else acc_v.reshape(1, 1)
+            s64 = np.broadcast_to(s.astype(np.float64), (a2.shape[1],))
+            ext = np.array([(a2.min(axis=0) * s64).min(), (a2.max(axis=0) * s64).max()])
+            oq = quantize(ext, "int8", symmetric=self.activation_symmetric)
             out_scale, out_zero_point = oq.scale, int(oq.zero_point)
         so = np.float32(out_scale)
         zo = 0 if out_zero_point is None else int(out_zero_point)

@@ -62,10 +62,20 @@ def quantize_multiplier(real):
         arr = np.asarray(real)
         if arr.dtype.kind not in "fiu":
             raise TypeError(f"real: expected floats, got an array of dtype {arr.dtype}")
-        pairs = [_quantize_multiplier_1(float(r)) for r in arr.ravel()]
-        m = np.array([p[0] for p in pairs], np.int64).reshape(arr.shape)
-        s = np.array([p[1] for p in pairs], np.int64).reshape(arr.shape)
-        return m, s
+        r = arr.astype(np.float64)
+        if not np.all(np.isfinite(r)) or np.any(r < 0):
+            bad = r[~(np.isfinite(r) & (r >= 0))].ravel()[0]
+            raise ValueError(f"real: expected finite, non-negative multipliers, got {bad}")
+        # the scalar rule, elementwise: frexp is exact, frac * 2^31 + 0.5 is exact in
+        # float64 (frac has 53 bits, the sum stays below 2^31), floor rounds half up
+        frac, shift = np.frexp(r)
+        q = np.floor(frac * 2.0**31 + 0.5).astype(np.int64)
+        shift = shift.astype(np.int64)
+        top = q == 2**31
+        q = np.where(top, q // 2, q)
+        shift = np.where(top, shift + 1, shift)
+        flush = (r == 0) | (shift < -31)
+        return np.where(flush, 0, q), np.where(flush, 0, shift)
     return _quantize_multiplier_1(real)
 
 

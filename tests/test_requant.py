@@ -171,3 +171,18 @@ def test_general_broadcasting_path_against_transcription(mode, rng):
         v = ref.tflite_multiply_by_quantized_multiplier(int(acc[i, j]), int(mc[j]), int(sc[j]),
                                                         mode == "single")
         assert got_c[0][i, j] == got_c[1][i, j] == max(-2**15, min(2**15 - 1, v + 3))
+
+
+def test_quantize_multiplier_arrays_match_the_transcription(rng):
+    """Per-channel multipliers (arrays) follow the same rule as scalars: values
+    next to every rounding boundary, 0, tiny values that flush, huge ones."""
+    reals = np.concatenate([rng.uniform(0, 1, 300), 10.0 ** rng.uniform(-12, 4, 300),
+                            [0.0, 0.5, 1.0, 2.0**-32, 2.0**-31, 2.0**-40, 1 - 2.0**-33, 0.0035],
+                            (np.arange(1, 50) + 0.5) / 2.0**31 * 2.0**-3])
+    m, s = fp.quantize_multiplier(reals)
+    assert m.shape == s.shape == reals.shape
+    for r, mm, ss in zip(reals, m, s):
+        assert (int(mm), int(ss)) == ref.tflite_quantize_multiplier(float(r)), r
+        assert (int(mm), int(ss)) == fp.quantize_multiplier(float(r))
+    with pytest.raises(ValueError, match="real"):
+        fp.quantize_multiplier(np.array([0.5, -1.0]))
