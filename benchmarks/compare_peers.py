@@ -97,7 +97,7 @@ class Table:
                "bit-identical to fixedpoint | note |", "|---|---|---|---|---|---|---|---|"]
         for w in dict.fromkeys(r["workload"] for r in self.rows):
             rows = [r for r in self.rows if r["workload"] == w]
-            peers = [r["rate"] for r in rows if r["impl"] != "fixedpoint" and r["rate"]
+            peers = [r["rate"] for r in rows if not r["impl"].startswith("fixedpoint") and r["rate"]
                      and not r["impl"].startswith("(")]
             best = max(peers) if peers else None
             for r in rows:
@@ -519,6 +519,23 @@ def linear(tab, m, k, n, repeat, threads):
                             macs / 1e9, "GOPS", False, "the float layer, for scale: not an emulation")
 
 
+def design_study(tab, repeat):
+    """The end-to-end `fixedpoint study` on the shipped model (target: under 60 s)."""
+    import tempfile
+    from fixedpoint import study
+
+    def run(figures):
+        res = study.run_study()
+        if figures:
+            with tempfile.TemporaryDirectory() as d:
+                study.write_report(res, d)
+    w = "fixedpoint study (8 profiles, 450 images)"
+    tab.add(w, "fixedpoint (table and JSON)", 1, median_time(lambda: run(False), repeat), 1, "runs/s", None)
+    tab.add(w, "fixedpoint (with the Markdown report and 3 PNG figures)", 1,
+            median_time(lambda: run(True), max(1, repeat // 3)), 1, "runs/s", None,
+            "matplotlib drawing is most of it")
+
+
 def bandwidth_probe(n, repeat):
     """What the memory system allows: NumPy streaming 4 bytes in and 1 byte out per
     element (the traffic of to_fp8 and quantize) from 1 and 2 Python threads."""
@@ -568,6 +585,7 @@ def main(argv=None):
     fp8_matmul(tab, mat, max(3, repeat // 2), threads)
     requantize(tab, big, repeat, threads)
     linear(tab, *((32, 256, 256) if args.quick else (256, 1024, 1024)), repeat, threads)
+    design_study(tab, 1 if args.quick else 3)
     head = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
             f"Python {platform.python_version()}, NumPy {np.__version__}, fixedpoint {fp.__version__}"
             f" (OpenMP: {fp._int.has_openmp()})",
