@@ -527,43 +527,29 @@ class AcceleratorProfile:
         sx = np.float32(xq.scale)
         if self.weight_granularity == "group":
             g = self.weight_group_size
-            K = xs.shape[-1]
-            G = K // g
-            y = None
-            overflow = None
-            accs = []
-            bound = g * int(np.abs(xs).max(initial=0)) * int(np.abs(ws).max(initial=0))
-            exact = None
-            if bound < 2**24 and bound <= self.accumulator.max:
-                # No group sum can overflow, and every partial sum is an integer below
-                # 2^24: a batched float32 product gives every group's exact sum at once
-                # (what matmul returns for each group), in any summation order.
-                lead = xs.shape[:-1]
-                xg = xs.reshape(-1, G, g).transpose(1, 0, 2).astype(np.float32)
-                exact = np.matmul(xg, ws.reshape(G, g, -1).astype(np.float32))     # (G, M, N)
-                exact = exact.reshape((G,) + lead + (ws.shape[1],))
-            scales = [(sx * wq.scale[j]).astype(np.float32) for j in range(G)]    # float32(sx * sw_g)
-            if exact is not None:
-                # every group's float32 product at once, then the float32 sum in group order
-                parts = exact * np.stack(scales).reshape((G,) + (1,) * (exact.ndim - 2) + (-1,))
-                y = parts[0].copy()
-                for j in range(1, G):
-                    y += parts[j]
-                overflow = np.zeros(exact.shape[1:], np.int64)
-            for j in range(G if exact is None else 0):
-                a, n = matmul(xs[..., j * g:(j + 1) * g], ws[j * g:(j + 1) * g], op, self.accumulator,
-                              return_overflow=True)
-                part = a.astype(np.float32)
-                part *= scales[j]                                      # float32, in place
-                if y is None:
-                    y, overflow = part, n
-                else:
-                    y += part                                          # float32, group order
-                    overflow += n
-                accs.append(a)
+            G = xs.shape[-1] // g
+            lead = xs.shape[:-1]
+            # every group's sum through the accumulator in one batched matmul: (G, M, N)
+            xg = np.ascontiguousarray(xs.reshape(-1, G, g).transpose(1, 0, 2))
+            out_shape = lead + (ws.shape[1],)
+            if g * max(-op.min, op.max) ** 2 <= self.accumulator.max:
+                # no group sum can overflow the register: no counts to gather
+                acc_all = matmul(xg, ws.reshape(G, g, -1), op, self.accumulator)
+                overflow = np.zeros(out_shape, np.int64)
+            else:
+                acc_all, n = matmul(xg, ws.reshape(G, g, -1), op, self.accumulator, return_overflow=True)
+                overflow = n.sum(axis=0).reshape(out_shape)
+            acc_all = acc_all.reshape((G,) + out_shape)
+            # float32(acc_g) * float32(sx * sw_g) for every group at once, then the
+            # float32 sum in group order
+            scales = np.stack([(sx * wq.scale[j]).astype(np.float32) for j in range(G)])
+            parts = acc_all.astype(np.float32)
+            parts *= scales.reshape((G,) + (1,) * (acc_all.ndim - 2) + (-1,))
+            y = parts[0].copy()
+            for j in range(1, G):
+                y += parts[j]
             if B is not None:
                 y = y + B
-            acc_all = exact.astype(self.accumulator.dtype) if exact is not None else np.stack(accs)
             return self._cast(y), LinearTrace(xq, wq, acc_all, overflow, clipped_inputs=clipped)
         s = (sx * np.asarray(wq.scale, np.float32)).astype(np.float32)      # sx * sw, float32
         if self.output != "int8":           # int32 result scaled in float32, bias in float32

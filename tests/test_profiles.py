@@ -282,3 +282,24 @@ def test_inconsistent_profiles_are_refused():
         dataclasses.replace(profiles.get("h100-int8"), requantize="double")
     with pytest.raises(ValueError, match="both integer or both FP8"):
         dataclasses.replace(profiles.get("h100-int8"), activation_format="e4m3")
+
+
+def test_grouped_profile_with_a_narrow_accumulator_counts_overflows():
+    p = dataclasses.replace(profiles.get("edge-int4"), name="edge-acc8",
+                            accumulator=fp.Accumulator(8, "saturate"))
+    rng = np.random.default_rng(12)
+    x = np.abs(rng.standard_normal((5, 64))).astype(np.float32)
+    w = np.abs(rng.standard_normal((64, 7))).astype(np.float32)
+    y, tr = p.linear(x, w)
+    xq = fp.quantize(x, "int8")
+    wq = fp.quantize(w, "int4", axis=0, group_size=32)
+    total, counts = None, 0
+    for j in range(2):
+        a, n = fp.matmul(xq.codes[:, 32 * j:32 * (j + 1)], wq.codes[32 * j:32 * (j + 1)], "int8",
+                         fp.Accumulator(8, "saturate"), return_overflow=True)
+        part = a.astype(np.float32) * (np.float32(xq.scale) * wq.scale[j]).astype(np.float32)
+        total = part if total is None else total + part
+        counts = counts + n
+    _same(y, total.astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(tr.overflow, counts)
+    assert tr.overflow_count > 0 and np.all(np.abs(tr.accumulator) <= 127)

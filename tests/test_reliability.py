@@ -132,6 +132,18 @@ def test_layouts_give_the_contiguous_bits(layout):
     if i8.ndim == 2:
         i8v = i8 if layout != "big_endian" else i8.astype(">i2")
         np.testing.assert_array_equal(fp.mul(i8v, i8v), fp.mul(np.ascontiguousarray(i8), np.ascontiguousarray(i8)))
+        # a layer on the same input, and requantize on int32 views of it
+        w = _W64[:v.shape[1]] if v.shape[1] <= 64 else None
+        for name in ("ane-int8", "h100-fp8", "h100-int8"):
+            p = fp.profiles.get(name)
+            y1, t1 = p.linear(v, w, _B16)
+            y2, t2 = p.linear(c, w, _B16)
+            np.testing.assert_array_equal(y1.view(np.uint32), y2.view(np.uint32))
+            assert not np.shares_memory(y1, v)
+        a32 = (np.asarray(v, np.float64) * 1000).astype(np.int32)
+        a32 = a32 if layout != "big_endian" else a32.astype(">i4")
+        np.testing.assert_array_equal(fp.requantize(a32, 2**30, -2),
+                                      fp.requantize(np.ascontiguousarray(a32, np.int32), 2**30, -2))
 
 
 _HUGE = r"""
