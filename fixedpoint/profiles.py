@@ -464,9 +464,10 @@ class AcceleratorProfile:
            * sw / s_out)``, ``requantize`` to INT8, ``y = (codes - zp_out) *
            s_out``.  Float outputs: ``y = float32(acc) * float32(sx * sw) +
            bias`` in float32, ``acc`` without bias.
-           Per-group weights: one ``matmul`` per group of K (no bias), each
-           scaled by ``float32(sx * sw_g)`` and summed in float32 in group
-           order, then ``+ bias``.
+           Per-group weights: each group of K summed through the accumulator
+           (one batched ``matmul`` whose batches are the groups; no bias),
+           each group's sum scaled by ``float32(sx * sw_g)`` and the groups
+           summed in float32 in group order, then ``+ bias``.
         3. FP8 formats: ``y = fp8_matmul(xq, wq, scale_a=sx, scale_b=sw,
            accumulator=...) + bias`` in float32.
         4. The float result is rounded to ``output`` (nearest even).
