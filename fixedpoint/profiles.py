@@ -515,16 +515,19 @@ class AcceleratorProfile:
     def _integer_linear(self, X, xq, wq, B, out_scale, out_zero_point, clipped):
         fa, fw = xq.fmt, wq.fmt
         xz = int(xq.zero_point)
-        xs = xq.codes.astype(np.int16) - np.int16(xz)
         wz = np.asarray(wq.zero_point, np.int16)
         if self.weight_granularity == "group":
             wz = np.repeat(wz, self.weight_group_size, axis=0)
-        ws = wq.codes.astype(np.int16) - wz
         lo = min(fa.min - xz, fw.min - int(wz.max(initial=0)))
         hi = max(fa.max - xz, fw.max - int(wz.min(initial=0)))
         bits = max(2, max(-lo - 1, hi).bit_length() + 1)     # signed bits that hold both operands
         op = IntFormat(bits, True)
-        xs, ws = xs.astype(op.dtype), ws.astype(op.dtype)
+
+        def centred(codes, z):        # codes - zero point in op's dtype; no copy when z is 0
+            if not np.any(z) and codes.dtype == op.dtype:
+                return codes
+            return (codes.astype(np.int16) - z).astype(op.dtype)
+        xs, ws = centred(xq.codes, np.int16(xz)), centred(wq.codes, wz)
         sx = np.float32(xq.scale)
         if self.weight_granularity == "group":
             g = self.weight_group_size

@@ -15,7 +15,6 @@ Then the output zero point is added and the result saturated to the format.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -58,65 +57,28 @@ def quantize_multiplier(real):
     >>> quantize_multiplier([0.5, 0.0035])
     (array([1073741824, 1924145349]), array([ 0, -8]))
     """
-    if isinstance(real, (list, tuple, np.ndarray)):
-        arr = np.asarray(real)
-        if arr.dtype.kind not in "fiu":
-            raise TypeError(f"real: expected floats, got an array of dtype {arr.dtype}")
-        r = arr.astype(np.float64)
-        if not np.all(np.isfinite(r)) or np.any(r < 0):
-            bad = r[~(np.isfinite(r) & (r >= 0))].ravel()[0]
-            raise ValueError(f"real: expected finite, non-negative multipliers, got {bad}")
-        # the scalar rule, elementwise: frexp is exact, frac * 2^31 + 0.5 is exact in
-        # float64 (frac has 53 bits, the sum stays below 2^31), floor rounds half up
-        frac, shift = np.frexp(r)
-        q = np.floor(frac * 2.0**31 + 0.5).astype(np.int64)
-        shift = shift.astype(np.int64)
-        top = q == 2**31
-        q = np.where(top, q // 2, q)
-        shift = np.where(top, shift + 1, shift)
-        flush = (r == 0) | (shift < -31)
-        return np.where(flush, 0, q), np.where(flush, 0, shift)
-    return _quantize_multiplier_1(real)
-
-
-def _quantize_multiplier_1(real):
-    if isinstance(real, (bool, np.bool_)) or not isinstance(real, (int, float, np.floating, np.integer)):
+    scalar = not isinstance(real, (list, tuple, np.ndarray))
+    if scalar and (isinstance(real, (bool, np.bool_))
+                   or not isinstance(real, (int, float, np.floating, np.integer))):
         raise TypeError(f"real: expected a float, got {type(real).__name__}")
-    real = float(real)
-    if not math.isfinite(real) or real < 0:
-        raise ValueError(f"real: expected a finite, non-negative multiplier, got {real}")
-    if real == 0.0:
-        return 0, 0
-    frac, shift = math.frexp(real)
-    q = int(math.floor(abs(frac) * 2**31 + 0.5))       # round half away from zero (frac > 0)
-    if q == 2**31:
-        q //= 2
-        shift += 1
-    if shift < -31:
-        return 0, 0
-    return q, shift
-
-
-def _wrap32(v: np.ndarray) -> np.ndarray:
-    return ((v.astype(np.int64) + 2**31) % 2**32) - 2**31
-
-
-def _srdhm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """gemmlowp SaturatingRoundingDoublingHighMul on int64 arrays of int32 values."""
-    overflow = (a == _I32_MIN) & (b == _I32_MIN)
-    ab = a * b                                           # |ab| <= 2^62: exact in int64
-    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
-    s = ab + nudge
-    q = np.where(s >= 0, s >> 31, -((-s) >> 31))         # division truncating toward zero
-    return np.where(overflow, _I32_MAX, q)
-
-
-def _rounding_divide_by_pot(x: np.ndarray, exponent: np.ndarray) -> np.ndarray:
-    """gemmlowp RoundingDivideByPOT: arithmetic shift, ties away from zero."""
-    mask = (np.int64(1) << exponent) - 1
-    remainder = x & mask
-    threshold = (mask >> 1) + (x < 0)
-    return (x >> exponent) + (remainder > threshold)
+    arr = np.asarray(real)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"real: expected floats, got an array of dtype {arr.dtype}")
+    r = arr.astype(np.float64)
+    if not np.all(np.isfinite(r)) or np.any(r < 0):
+        bad = r[~(np.isfinite(r) & (r >= 0))].ravel()[0]
+        raise ValueError(f"real: expected a finite, non-negative multiplier, got {bad}")
+    # frexp is exact; frac * 2^31 + 0.5 is exact in float64 (frac has 53 bits and the
+    # sum stays below 2^31), so floor() rounds half away from zero (frac > 0)
+    frac, shift = np.frexp(r)
+    q = np.floor(frac * 2.0**31 + 0.5).astype(np.int64)
+    shift = shift.astype(np.int64)
+    top = q == 2**31                       # rounded up to 2^31: halve, one more shift
+    q = np.where(top, q // 2, q)
+    shift = np.where(top, shift + 1, shift)
+    flush = (r == 0) | (shift < -31)
+    q, shift = np.where(flush, 0, q), np.where(flush, 0, shift)
+    return (int(q), int(shift)) if scalar else (q, shift)
 
 
 def requantize(acc, multiplier, shift=0, *, zero_point=0, fmt="int8", rounding="double",
@@ -140,8 +102,8 @@ def requantize(acc, multiplier, shift=0, *, zero_point=0, fmt="int8", rounding="
     rounding : {"double", "single", "float"}
         See ``REQUANT_ROUNDING``.
     num_threads : int, optional
-        Threads of the compiled kernel ("double" and "single" with one
-        multiplier, or one per last-axis column); results never depend on it.
+        Threads of the compiled kernel ("double" and "single"); results
+        never depend on it.
 
     Returns
     -------
@@ -184,27 +146,33 @@ def requantize(acc, multiplier, shift=0, *, zero_point=0, fmt="int8", rounding="
                              f"[{m.min()}, {m.max()}]")
         if s.size and (s.min() < -31 or s.max() > 30):
             raise ValueError(f"shift: must lie in [-31, 30], got [{s.min()}, {s.max()}]")
-        C = a.shape[-1] if a.ndim else 1
-        if (m.ndim <= 1 and s.ndim <= 1 and zp.ndim == 0 and m.size in (1, C) and s.size in (1, C)
-                and a.size):
-            # the compiled kernel: one multiplier, or one per column of the last axis
+        shape = np.broadcast_shapes(a.shape, m.shape, s.shape)
+        n = int(np.prod(shape, dtype=np.int64))
+        if n == 0:
+            return np.empty(shape, f.dtype)
+        C = shape[-1] if shape else 1
+        if m.ndim <= 1 and s.ndim <= 1 and m.size in (1, C) and s.size in (1, C):
+            # one multiplier, or one per column of the last axis: as given
             percol = m.size > 1 or s.size > 1
-            q = np.ascontiguousarray(np.broadcast_to(m.reshape(-1), (C,) if percol else (1,)), np.int32)
-            sh = np.ascontiguousarray(np.broadcast_to(s.reshape(-1), (C,) if percol else (1,)), np.int32)
-            flat = np.ascontiguousarray(a, dtype=np.int32).reshape(-1)
-            res = np.empty(flat.shape, np.int32)
-            _quant.requantize(flat, res, C, q, sh, int(zp), f.min, f.max, rounding == "single", nthreads)
-            out = res.reshape(np.broadcast_shapes(a.shape, m.shape, s.shape)).astype(f.dtype)
-            return out[()] if out.ndim == 0 else out
-        a, m, s = np.broadcast_arrays(a.astype(np.int64), m, s)
-        if rounding == "double":
-            left = np.maximum(s, 0)
-            right = np.maximum(-s, 0)
-            x = _wrap32(a << left)        # TFLite: x * (1 << left) in int32 (wraps)
-            y = _rounding_divide_by_pot(_srdhm(x, m), right)
+            q = np.broadcast_to(m.reshape(-1), (C,) if percol else (1,))
+            sh = np.broadcast_to(s.reshape(-1), (C,) if percol else (1,))
         else:
-            total = 31 - s
-            y = (a * m + (np.int64(1) << (total - 1))) >> total
+            # any other broadcasting: one multiplier per element (a single "row")
+            C = n
+            q, sh = np.broadcast_to(m, shape).reshape(-1), np.broadcast_to(s, shape).reshape(-1)
+        q = np.ascontiguousarray(q, np.int32)
+        sh = np.ascontiguousarray(sh, np.int32)
+        flat = np.ascontiguousarray(np.broadcast_to(a, shape), dtype=np.int32).reshape(-1)
+        res = np.empty(n, np.int32)
+        if zp.ndim == 0:               # zero point and saturation fused into the kernel
+            _quant.requantize(flat, res, C, q, sh, int(zp), f.min, f.max, rounding == "single",
+                              nthreads)
+            out = res.reshape(shape).astype(f.dtype)
+            return out[()] if out.ndim == 0 else out
+        # per-element zero points: the kernel's int32 results (clamped to int32, which
+        # cannot change the final clamp to the narrower format), then + zp and saturate
+        _quant.requantize(flat, res, C, q, sh, 0, _I32_MIN, _I32_MAX, rounding == "single", nthreads)
+        y = res.reshape(shape).astype(np.int64)
     out = np.clip(y + zp, f.min, f.max).astype(f.dtype)
     return out[()] if out.ndim == 0 else out
 

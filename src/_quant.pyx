@@ -103,3 +103,9 @@ def row_minmax(const float[:, ::1] x, int nthreads):
         for r in prange(R, num_threads=nthreads, schedule="static"):
             vbad[r] = fp_minmax_f32(&x[r, 0], L, &vmin[r], &vmax[r])
     return mins, maxs, int(bads.sum())
+
+
+def srdhm(int32_t a, int32_t b):
+    """The kernel's SaturatingRoundingDoublingHighMul on one pair (for the tests:
+    requantize never reaches the INT32_MIN * INT32_MIN corner)."""
+    return fp_srdhm(a, b)

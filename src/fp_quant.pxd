@@ -13,3 +13,4 @@ cdef extern from "fp_quant.h" nogil:
     void fp_requantize(const int32_t *acc, int32_t *out, int64_t start, int64_t n, int64_t C,
                        const int32_t *q, const int32_t *shift, int percol, int64_t zp, int64_t lo,
                        int64_t hi, int single)
+    int64_t fp_srdhm(int32_t a, int32_t b)

@@ -52,10 +52,10 @@ def test_ties_of_both_signs():
     assert fp.requantize([2, -2, 6, -6], 0.25, rounding="float").tolist() == [0, 0, 2, -2]
     # the doubling high multiply on its corners (INT32_MIN * INT32_MIN saturates;
     # no valid multiplier reaches it through requantize, the primitive must still)
-    from fixedpoint.requant import _srdhm
-    corners = [ref.INT32_MIN, ref.INT32_MIN + 1, -1, 0, 1, ref.INT32_MAX]
+    from fixedpoint import _quant
+    corners = [ref.INT32_MIN, ref.INT32_MIN + 1, -(2**30), -3, -1, 0, 1, 3, 2**30, ref.INT32_MAX]
     for a, b in itertools.product(corners, corners):
-        assert int(_srdhm(np.array(a, np.int64), np.array(b, np.int64))) == ref.gemmlowp_srdhm(a, b)
+        assert _quant.srdhm(a, b) == ref.gemmlowp_srdhm(a, b)
 
 
 def test_per_channel_and_zero_point(rng):
