@@ -40,7 +40,10 @@ class BuildExt(build_ext):
         if omp and not _compiler_accepts(self.compiler, omp):
             print("fixedpoint: compiler has no OpenMP; building serial kernels", file=sys.stderr)
             omp = []
-        extra = ["-O3", "-fno-strict-aliasing"] if self.compiler.compiler_type == "unix" else []
+        # -ffp-contract=off: no compiler may fuse a multiply and an add into one
+        # rounding (an FMA), which would change bits
+        extra = (["-O3", "-fno-strict-aliasing", "-ffp-contract=off"]
+                 if self.compiler.compiler_type == "unix" else [])
         link = []
         if os.environ.get("FIXEDPOINT_SANITIZE"):
             san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",

@@ -5,27 +5,26 @@ products through accumulators of any width, FP8 conversion that matches
 Hopper hardware and PyTorch bit for bit, and the Hopper FP8 tensor-core
 accumulation.  See the README for the semantics table.
 """
+from ._version import __version__
 from ._checks import get_num_threads, set_num_threads
-from .accumulate import Accumulator, dot, matmul
 from .formats import FloatFormat, IntFormat
-from .fp8 import as_ml_dtypes, from_fp8, to_fp8
+from .fp8 import FloatCodes, as_ml_dtypes, from_fp8, to_fp8
 from .intops import add, mul, mul_wide, saturate, wrap
+from .accumulate import Accumulator, dot, matmul
 from .tensorcore import TensorCoreAccumulator, fp8_matmul
-from .requant import qlinear, quantize_multiplier, requantize
-from .quantize import QTensor, dequantize, fake_quant, quantize
-from . import metrics
 from .calibrate import Calibrator, DelayedScaling
+from .quantization import QTensor, dequantize, fake_quant, quantize
+from .requant import qlinear, quantize_multiplier, requantize
+from . import metrics
 from . import rtl
 from . import profiles
 from .profiles import AcceleratorProfile, LinearTrace
-
-__version__ = "0.1.0"
 
 __all__ = [
     "IntFormat", "FloatFormat",
     "saturate", "wrap", "mul", "mul_wide", "add",
     "Accumulator", "matmul", "dot",
-    "to_fp8", "from_fp8", "as_ml_dtypes",
+    "FloatCodes", "to_fp8", "from_fp8", "as_ml_dtypes",
     "TensorCoreAccumulator", "fp8_matmul",
     "quantize_multiplier", "requantize", "qlinear",
     "QTensor", "quantize", "dequantize", "fake_quant", "metrics",

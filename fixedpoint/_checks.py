@@ -102,7 +102,7 @@ def matmul_operands(A: np.ndarray, B: np.ndarray):
 
     Returns (A3, B3, batch, M, K, N, finish) where A3/B3 are broadcast to
     ``batch + (M, K)`` / ``batch + (K, N)`` and ``finish(out)`` removes the
-    dimensions that 1-D operands added (and turns a 0-d result into a scalar).
+    dimensions that 1-D operands added (two 1-D operands give a 0-d array).
     """
     if A.ndim == 0 or B.ndim == 0:
         raise ValueError("a and b: matmul needs at least 1-D operands, got a scalar")
@@ -130,6 +130,74 @@ def matmul_operands(A: np.ndarray, B: np.ndarray):
             out = out[..., 0]
         if squeeze_m:
             out = out[..., 0] if squeeze_n else out[..., 0, :]
-        return out[()] if out.ndim == 0 else out
+        return out
 
     return A, B, batch, M, K, N, finish
+
+
+def ml_dtypes_name(dtype: np.dtype) -> str | None:
+    """The ml_dtypes name of ``dtype`` (``"bfloat16"``, ``"float8_e4m3fn"``, ...), or None."""
+    mod = getattr(dtype.type, "__module__", "") or ""
+    return dtype.name if mod.startswith("ml_dtypes") else None
+
+
+def float_source(x, name: str = "x", *, double_rounding: bool = False) -> np.ndarray:
+    """``x`` as a C-contiguous, native-order float32 or float64 array holding the
+    exact source values: the one converter of float inputs for the kernels.
+
+    float16, bfloat16 and ml_dtypes minifloats widen exactly to float32;
+    float32 and float64 keep their precision (float64 rounds to float32 first
+    only with ``double_rounding``).  Any order, strides or byte order in; C
+    order out, so that a kernel walking memory linearly sees the elements in
+    the order of the result (a Fortran-ordered input is copied, never read in
+    its memory order); 0-d stays 0-d (``np.ascontiguousarray`` would make it 1-d).
+    """
+    if x is None:
+        raise TypeError(f"{name}: expected a float array, got None")
+    arr = np.asarray(x)
+    dt = arr.dtype
+    ml = ml_dtypes_name(dt)
+    if ml == "bfloat16":
+        bits = np.asarray(arr, order="C").view(np.uint16).astype(np.uint32) << np.uint32(16)
+        return bits.view(np.float32)
+    if ml is not None and ml.startswith(("float8", "float6", "float4")):
+        return np.asarray(arr, dtype=np.float32, order="C")           # exact widening
+    if dt.kind != "f":
+        raise TypeError(f"{name}: expected float16, float32, float64 or bfloat16 values, "
+                        f"got an array of dtype {dt}")
+    if dt.itemsize in (2, 4):
+        return np.asarray(arr, dtype=np.float32, order="C")           # float16: exact
+    if dt.itemsize == 8:
+        a64 = np.asarray(arr, dtype=np.float64, order="C")
+        if not double_rounding:
+            return a64
+        with np.errstate(over="ignore"):         # overflow to Inf is the intended result
+            return a64.astype(np.float32)
+    raise TypeError(f"{name}: {dt} is not supported (one rounding from it cannot be "
+                    f"guaranteed); convert to float64 first")
+
+
+def check_out(out, shape, dtype: np.dtype) -> np.ndarray:
+    """A new output array, or the caller's ``out`` after checking it fits."""
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out: expected a numpy array, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out: expected dtype {dtype}, got {out.dtype}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out: expected shape {tuple(shape)}, got {out.shape}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out: must be C-contiguous and writeable")
+    return out
+
+
+def seed_value(seed) -> int:
+    """The 64-bit seed of stochastic rounding (a fresh one for None)."""
+    if seed is None:
+        return int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed: expected an int or None, got {type(seed).__name__}")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed: expected 0 <= seed < 2**64, got {seed}")
+    return int(seed)

@@ -130,6 +130,8 @@ def encode_minifloat(x, exp_bits, man_bits, bias, inf, nan_kind, saturate,
         if nan_kind == "neg_zero":
             return sb
         if nan_kind is None:
+            if saturate:       # PTX cvt.rn.satfinite to FP6/FP4: NaN -> +max normal
+                return max_code
             raise ValueError("no NaN in this format")
         return top if (saturate or not sign) else top | sb
 

@@ -5,17 +5,19 @@ bits, optionally with the narrow ("symmetric") range that drops the most
 negative value.  A :class:`FloatFormat` is a sign bit, ``exp_bits`` exponent
 bits and ``man_bits`` mantissa bits with a bias and one of the NaN/Inf
 encodings used by the OCP and vendor formats.  Both accept the usual names
-as strings (``"int8"``, ``"uint4"``, ``"e4m3"``, ``"e5m2fnuz"``, ...).
+as strings (``"int8"``, ``"uint4"``, ``"e4m3"``, ``"e5m2fnuz"``, ...);
+:func:`as_format` is the one place where names are read.  Formats compare by
+their fields, never by their names.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["IntFormat", "FloatFormat", "as_int_format", "as_float_format"]
+__all__ = ["IntFormat", "FloatFormat", "as_format", "FLOAT_FORMATS"]
 
 
 @dataclass(frozen=True)
@@ -96,20 +98,6 @@ class IntFormat:
 _INT_NAME = re.compile(r"^(u?)int(\d+)(_narrow)?$")
 
 
-def as_int_format(fmt, argname: str = "fmt") -> IntFormat:
-    """Turn ``fmt`` (an IntFormat or a name such as ``"int8"``) into an IntFormat."""
-    if isinstance(fmt, IntFormat):
-        return fmt
-    if isinstance(fmt, str):
-        m = _INT_NAME.match(fmt.strip().lower())
-        if m and 2 <= int(m.group(2)) <= 16:
-            return IntFormat(int(m.group(2)), signed=not m.group(1), narrow=bool(m.group(3)))
-        raise ValueError(
-            f"{argname}: unknown integer format {fmt!r}; expected 'int2'..'int16', "
-            f"'uint2'..'uint16' (optionally '_narrow' for signed) or an IntFormat")
-    raise TypeError(f"{argname}: expected an IntFormat or a format name, got {type(fmt).__name__}")
-
-
 # ---------------------------------------------------------------------------
 # Minifloats
 
@@ -136,13 +124,16 @@ class FloatFormat:
         zero) is the only NaN and there is no -0 (the FNUZ formats).
         ``None``: no NaN at all (FP6, FP4).
     name : str, optional
-        A label used in messages.
+        A label used in messages.  It takes no part in comparisons: two
+        formats with the same fields are equal whatever their names.
 
     Examples
     --------
     >>> e4m3 = FloatFormat(4, 3, nan="all_ones", inf=False)
     >>> e4m3.max_value
     448.0
+    >>> e4m3 == as_format("e4m3"), e4m3.name
+    (True, 'e4m3fn')
     >>> as_float_format("e5m2").max_value
     57344.0
     """
@@ -152,7 +143,7 @@ class FloatFormat:
     bias: int | None = None
     inf: bool = True
     nan: str | None = "ieee"
-    name: str = ""
+    name: str = field(default="", compare=False)
 
     def __post_init__(self):
         for field in ("exp_bits", "man_bits"):
@@ -297,15 +288,63 @@ FLOAT_FORMATS = {
 }
 
 
-def as_float_format(fmt, argname: str = "fmt") -> FloatFormat:
-    """Turn ``fmt`` (a FloatFormat or a name such as ``"e4m3"``) into a FloatFormat."""
-    if isinstance(fmt, FloatFormat):
-        return fmt
+def as_format(fmt, argname: str = "fmt", kind: str | None = None):
+    """Turn ``fmt`` (a name or a format object) into an :class:`IntFormat` or
+    :class:`FloatFormat`.
+
+    Parameters
+    ----------
+    fmt : str, IntFormat or FloatFormat
+        ``"int2"`` .. ``"int16"``, ``"uint2"`` .. ``"uint16"`` (signed ones with an
+        optional ``"_narrow"``), or a float format name (``FLOAT_FORMATS``).
+    argname : str
+        The argument's name, for error messages.
+    kind : {None, "int", "float"}
+        Accept only integer or only float formats.
+
+    Examples
+    --------
+    >>> as_format("uint4").max
+    15
+    >>> as_format("e5m2").max_value
+    57344.0
+    >>> as_format("int8", kind="float")
+    Traceback (most recent call last):
+    ...
+    ValueError: fmt: expected a float format (e.g. 'e4m3'), got the integer format int8
+    """
+    if fmt is None:
+        raise TypeError(f"{argname}: a format is required (a name such as 'int8' or 'e4m3', "
+                        f"or a format object); there is no default")
     if isinstance(fmt, str):
         key = fmt.strip().lower()
-        if key in FLOAT_FORMATS:
-            return FLOAT_FORMATS[key]
-        raise ValueError(
-            f"{argname}: unknown float format {fmt!r}; expected one of "
-            f"{sorted(FLOAT_FORMATS)} or a FloatFormat")
-    raise TypeError(f"{argname}: expected a FloatFormat or a format name, got {type(fmt).__name__}")
+        m = _INT_NAME.match(key)
+        if m and 2 <= int(m.group(2)) <= 16:
+            fmt = IntFormat(int(m.group(2)), signed=not m.group(1), narrow=bool(m.group(3)))
+        elif key in FLOAT_FORMATS:
+            fmt = FLOAT_FORMATS[key]
+        else:
+            raise ValueError(
+                f"{argname}: unknown format {fmt!r}; expected an integer format ('int2'..'int16', "
+                f"'uint2'..'uint16', signed ones optionally with '_narrow') or one of "
+                f"{sorted(FLOAT_FORMATS)}")
+    elif not isinstance(fmt, (IntFormat, FloatFormat)):
+        raise TypeError(f"{argname}: expected a format name or an IntFormat/FloatFormat, got "
+                        f"{type(fmt).__name__}")
+    if kind == "int" and not isinstance(fmt, IntFormat):
+        raise ValueError(f"{argname}: expected an integer format (e.g. 'int8'), got the float "
+                         f"format {fmt.name}")
+    if kind == "float" and not isinstance(fmt, FloatFormat):
+        raise ValueError(f"{argname}: expected a float format (e.g. 'e4m3'), got the integer "
+                         f"format {fmt.name}")
+    return fmt
+
+
+def as_int_format(fmt, argname: str = "fmt") -> IntFormat:
+    """``as_format(fmt, argname, kind="int")`` (kept for the modules not yet moved over)."""
+    return as_format(fmt, argname, "int")
+
+
+def as_float_format(fmt, argname: str = "fmt") -> FloatFormat:
+    """``as_format(fmt, argname, kind="float")`` (kept for the modules not yet moved over)."""
+    return as_format(fmt, argname, "float")

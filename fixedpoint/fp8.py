@@ -22,10 +22,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import _fp8
-from ._checks import check_choice, resolve_threads
-from .formats import FloatFormat, as_float_format
+from ._checks import check_choice, check_out, float_source, ml_dtypes_name, resolve_threads, seed_value
+from .formats import E2M1, E2M3, E3M2, E4M3, E4M3FNUZ, E5M2, E5M2FNUZ, FloatFormat, as_format
 
-__all__ = ["to_fp8", "from_fp8", "ROUNDING_MODES", "as_ml_dtypes", "format_params"]
+__all__ = ["FloatCodes", "to_fp8", "from_fp8", "as_ml_dtypes", "ROUNDING_MODES", "OVERFLOW_MODES",
+           "format_params", "codes_and_format", "check_overflow"]
 
 #: Rounding modes of the conversion: one line each.
 ROUNDING_MODES = {
@@ -35,11 +36,123 @@ ROUNDING_MODES = {
                   "(seeded, counter-based: reproducible and independent of threads)",
 }
 
-_ML_DTYPES_NAMES = {
-    "e5m2": "float8_e5m2", "e4m3": "float8_e4m3fn", "e4m3fnuz": "float8_e4m3fnuz",
-    "e5m2fnuz": "float8_e5m2fnuz", "e3m2": "float6_e3m2fn", "e2m3": "float6_e2m3fn",
-    "e2m1": "float4_e2m1fn",
+#: What happens beyond the largest finite value: one line each.
+OVERFLOW_MODES = {
+    "saturate": "+-max for overflow and +-Inf; NaN to the positive NaN code (+max without NaN), "
+                "as Hopper's cvt.rn.satfinite",
+    "nonfinite": "overflow to +-Inf, or to NaN where the format has no Inf; NaN keeps its sign "
+                 "(PyTorch's casts)",
 }
+
+# ml_dtypes counterparts, keyed by the format's fields (formats compare by fields)
+_ML_DTYPES_NAMES = {
+    E5M2: "float8_e5m2", E4M3: "float8_e4m3fn", E4M3FNUZ: "float8_e4m3fnuz",
+    E5M2FNUZ: "float8_e5m2fnuz", E3M2: "float6_e3m2fn", E2M3: "float6_e2m3fn",
+    E2M1: "float4_e2m1fn",
+}
+_ML_DTYPES_FORMATS = {v: k for k, v in _ML_DTYPES_NAMES.items()}
+
+
+class FloatCodes(np.ndarray):
+    """uint8 codes of a minifloat format that carry the format with them.
+
+    An ``ndarray`` subclass: NumPy functions accept it, slices, views, copies
+    and reshapes keep :attr:`fmt`, and arithmetic on it (any ufunc) returns
+    a plain array, since the result is no longer a code of the format.
+
+    Parameters
+    ----------
+    codes : array_like of uint8
+    fmt : str or FloatFormat
+
+    Examples
+    --------
+    >>> import numpy as np, fixedpoint as fp
+    >>> c = fp.to_fp8(np.array([1.0, -2.0], np.float32), "e4m3")
+    >>> c
+    FloatCodes([ 56, 192], dtype=uint8, fmt='e4m3')
+    >>> c[1:].fmt.name, type(c + 1).__name__
+    ('e4m3', 'ndarray')
+    >>> fp.FloatCodes(np.array([0x3C], np.uint8), "e5m2").fmt.max_value
+    57344.0
+    """
+
+    def __new__(cls, codes, fmt):
+        arr = np.asarray(codes)
+        if arr.dtype != np.uint8:
+            raise TypeError(f"codes: expected uint8 codes, got an array of dtype {arr.dtype}")
+        f = as_format(fmt, "fmt", "float")
+        if f.nbits < 8 and arr.size and int(arr.max()) >= (1 << f.nbits):
+            raise ValueError(f"codes: value {int(arr.max())} does not fit the {f.nbits}-bit "
+                             f"format {f.name}")
+        obj = arr.view(cls)
+        obj._fmt = f
+        return obj
+
+    def __array_finalize__(self, obj):
+        self._fmt = getattr(obj, "_fmt", None)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        args = [x.view(np.ndarray) if isinstance(x, FloatCodes) else x for x in inputs]
+        if out is not None:
+            kwargs["out"] = tuple(o.view(np.ndarray) if isinstance(o, FloatCodes) else o
+                                  for o in out)
+        return getattr(ufunc, method)(*args, **kwargs)
+
+    def __reduce__(self):
+        # keep the format through pickling (multiprocessing, Dask workers)
+        rebuild, args, state = super().__reduce__()
+        return rebuild, args, (state, self._fmt)
+
+    def __setstate__(self, state):
+        base, fmt = state
+        super().__setstate__(base)
+        self._fmt = fmt
+
+    @property
+    def fmt(self) -> FloatFormat | None:
+        """The format of the codes (None for a bare view made without one)."""
+        return self._fmt
+
+    def __repr__(self) -> str:
+        base = repr(self.view(np.ndarray))
+        name = self._fmt.name if self._fmt is not None else None
+        return "FloatCodes" + base[len("array"):-1] + f", fmt={name!r})"
+
+
+def codes_and_format(x, fmt, name: str = "codes"):
+    """``(uint8 ndarray, FloatFormat)`` of codes given as a :class:`FloatCodes`, an
+    ml_dtypes float8/6/4 array, or a plain uint8 array together with ``fmt``.
+
+    A format given with codes that carry one must agree with it (by fields).
+    """
+    if x is None:
+        raise TypeError(f"{name}: expected minifloat codes, got None")
+    f = None if fmt is None else as_format(fmt, "fmt" if name == "codes" else f"fmt ({name})",
+                                           "float")
+    if isinstance(x, FloatCodes) and x.fmt is not None:
+        own = x.fmt
+        arr = x.view(np.ndarray)
+    else:
+        arr = np.asarray(x)
+        own = _ML_DTYPES_FORMATS.get(ml_dtypes_name(arr.dtype))
+        if own is not None:
+            arr = arr.view(np.uint8)
+        elif ml_dtypes_name(arr.dtype) is not None:
+            raise TypeError(f"{name}: an array of {arr.dtype} does not hold minifloat codes")
+        elif arr.dtype != np.uint8:
+            raise TypeError(f"{name}: expected uint8 minifloat codes, got an array of dtype "
+                            f"{arr.dtype}")
+    if own is not None and f is not None and own != f:
+        raise ValueError(f"{name}: the codes are {own.name} codes, but fmt says {f.name}")
+    f = own if own is not None else f
+    if f is None:
+        raise TypeError(f"{name}: plain uint8 codes carry no format: give fmt, or pass the "
+                        f"FloatCodes that to_fp8 returns")
+    if f.nbits < 8 and arr.size and int(arr.max()) >= (1 << f.nbits):
+        raise ValueError(f"{name}: value {int(arr.max())} does not fit the {f.nbits}-bit "
+                         f"format {f.name}")
+    return arr, f
 
 
 def format_params(fmt: FloatFormat, saturate: bool) -> dict:
@@ -52,7 +165,7 @@ def format_params(fmt: FloatFormat, saturate: bool) -> dict:
         nan = (sb, sb)
         ovf = sat_codes if saturate else (sb, sb)
     elif fmt.nan is None:
-        nan = (0, 0)                              # refused before it is used
+        nan = (mx, mx)                            # PTX satfinite: NaN -> +max
         ovf = sat_codes
     else:
         nan = (top, top) if saturate else (top, top | sb)
@@ -74,67 +187,16 @@ def format_params(fmt: FloatFormat, saturate: bool) -> dict:
     }
 
 
-def _ml_dtypes_name(dtype: np.dtype) -> str | None:
-    mod = getattr(dtype.type, "__module__", "") or ""
-    return dtype.name if mod.startswith("ml_dtypes") else None
+def check_overflow(overflow, f: FloatFormat) -> bool:
+    """True for "saturate"; refuses "nonfinite" for formats without Inf and NaN."""
+    check_choice(overflow, "overflow", OVERFLOW_MODES)
+    if overflow == "nonfinite" and f.nan is None and not f.inf:
+        raise ValueError(f"overflow: {f.name} has neither Inf nor NaN, so nothing to overflow to; "
+                         f"use 'saturate'")
+    return overflow == "saturate"
 
 
-def _float_source(x, double_rounding: bool):
-    """x as a contiguous native float32 or float64 array holding the exact
-    source values (float16/bfloat16/FP8 widen exactly to float32)."""
-    if x is None:
-        raise TypeError("x: expected a float array, got None")
-    arr = np.asarray(x)
-    dt = arr.dtype
-    ml = _ml_dtypes_name(dt)
-    if ml == "bfloat16":
-        bits = np.ascontiguousarray(arr).view(np.uint16).astype(np.uint32) << np.uint32(16)
-        return bits.view(np.float32)
-    if ml is not None and ml.startswith(("float8", "float6", "float4")):
-        return np.ascontiguousarray(arr.astype(np.float32))          # exact widening
-    if dt.kind != "f":
-        raise TypeError(f"x: expected float16, float32, float64 or bfloat16 values, "
-                        f"got an array of dtype {dt}")
-    if dt.itemsize == 2:
-        return arr.astype(np.float32)                                 # exact
-    if dt.itemsize == 4:
-        return np.ascontiguousarray(arr, dtype=np.float32)
-    if dt.itemsize == 8:
-        a64 = np.ascontiguousarray(arr, dtype=np.float64)
-        if not double_rounding:
-            return a64
-        with np.errstate(over="ignore"):         # overflow to Inf is the intended result
-            return a64.astype(np.float32)
-    raise TypeError(f"x: {dt} is not supported (one rounding from it cannot be guaranteed); "
-                    f"convert to float64 first")
-
-
-def _check_out(out, shape, dtype: np.dtype) -> np.ndarray:
-    """A new output array, or the caller's ``out`` after checking it fits."""
-    if out is None:
-        return np.empty(shape, dtype=dtype)
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out: expected a numpy array, got {type(out).__name__}")
-    if out.dtype != dtype:
-        raise TypeError(f"out: expected dtype {dtype}, got {out.dtype}")
-    if out.shape != shape:
-        raise ValueError(f"out: expected shape {shape}, got {out.shape}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError("out: must be C-contiguous and writeable")
-    return out
-
-
-def _seed_value(seed) -> int:
-    if seed is None:
-        return int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed: expected an int or None, got {type(seed).__name__}")
-    if not 0 <= seed < 2**64:
-        raise ValueError(f"seed: expected 0 <= seed < 2**64, got {seed}")
-    return int(seed)
-
-
-def to_fp8(x, fmt="e5m2", *, saturate=False, rounding="nearest_even", seed=None, out=None,
+def to_fp8(x, fmt, *, overflow="saturate", rounding="nearest_even", seed=None, out=None,
            double_rounding=False, num_threads=None):
     """Convert floats to FP8 (or any :class:`FloatFormat`) codes.
 
@@ -145,10 +207,10 @@ def to_fp8(x, fmt="e5m2", *, saturate=False, rounding="nearest_even", seed=None,
         value is rounded once, from its own precision.
     fmt : str or FloatFormat
         ``"e5m2"``, ``"e4m3"`` (OCP E4M3FN), ``"e4m3fnuz"``, ``"e5m2fnuz"``,
-        ``"e3m2"``, ``"e2m3"``, ``"e2m1"`` or a FloatFormat.
-    saturate : bool
-        True: the Hopper ``satfinite`` conversion (overflow and Inf to +-max,
-        NaN to 0x7F).  False: PyTorch's (overflow to Inf, or NaN without Inf).
+        ``"e3m2"``, ``"e2m3"``, ``"e2m1"`` or a FloatFormat.  Required.
+    overflow : {"saturate", "nonfinite"}
+        See ``OVERFLOW_MODES``: the Hopper ``satfinite`` conversion (default) or
+        PyTorch's (overflow to Inf, or NaN without Inf).
     rounding : {"nearest_even", "toward_zero", "stochastic"}
         See ``ROUNDING_MODES``.
     seed : int, optional
@@ -161,30 +223,34 @@ def to_fp8(x, fmt="e5m2", *, saturate=False, rounding="nearest_even", seed=None,
 
     Returns
     -------
-    ndarray of uint8, the shape of ``x``; codes of formats narrower than
-    8 bits sit in the low bits.
+    FloatCodes, the shape of ``x`` (``out`` itself when given); codes of
+    formats narrower than 8 bits sit in the low bits.
 
     Examples
     --------
     >>> import numpy as np, fixedpoint as fp
-    >>> fp.to_fp8(np.array([1.0, 464.0, 465.0, 1e9], np.float32), "e4m3")
-    array([ 56, 126, 127, 127], dtype=uint8)
-    >>> fp.to_fp8(np.array([1e9, np.nan], np.float32), "e5m2", saturate=True)
-    array([123, 127], dtype=uint8)
+    >>> fp.to_fp8(np.array([1.0, 464.0, 465.0, 1e9], np.float32), "e4m3", overflow="nonfinite")
+    FloatCodes([ 56, 126, 127, 127], dtype=uint8, fmt='e4m3')
+    >>> fp.to_fp8(np.array([1e9, np.nan], np.float32), "e5m2")
+    FloatCodes([123, 127], dtype=uint8, fmt='e5m2')
     """
-    f = as_float_format(fmt)
-    if not isinstance(saturate, (bool, np.bool_)):
-        raise TypeError(f"saturate: expected a bool, got {type(saturate).__name__}")
+    f = as_format(fmt, "fmt", "float")
+    saturate = check_overflow(overflow, f)
     check_choice(rounding, "rounding", ROUNDING_MODES)
+    if not isinstance(double_rounding, (bool, np.bool_)):
+        raise TypeError(f"double_rounding: expected a bool, got {type(double_rounding).__name__}")
     nthreads = resolve_threads(num_threads)
-    seed_v = _seed_value(seed) if rounding == "stochastic" else 0
-    src = _float_source(x, bool(double_rounding))
-    result = _check_out(out, src.shape, np.dtype(np.uint8))
-    params = format_params(f, bool(saturate))
-    nans = _fp8.encode(src, result, params, rounding, seed_v, f.nan is None, nthreads)
-    if nans:
-        raise ValueError(f"x: contains {nans} NaN value(s), but {f.name} has no NaN encoding")
-    return result
+    seed_v = seed_value(seed) if rounding == "stochastic" else 0
+    src = float_source(x, "x", double_rounding=bool(double_rounding))
+    result = check_out(out, src.shape, np.dtype(np.uint8))
+    _fp8.encode(src.reshape(-1), result.reshape(-1), format_params(f, saturate), rounding, seed_v,
+                nthreads)
+    if isinstance(result, FloatCodes):
+        result._fmt = f
+        return result
+    if out is not None:
+        return result
+    return FloatCodes(result, f)
 
 
 _LUT_CACHE: dict = {}
@@ -210,7 +276,7 @@ def _lut(f: FloatFormat, dtype: np.dtype) -> np.ndarray:
     return _LUT_CACHE[key]
 
 
-def from_fp8(codes, fmt="e5m2", dtype=np.float32, *, out=None, num_threads=None):
+def from_fp8(codes, fmt=None, *, dtype=np.float32, out=None, num_threads=None):
     """Decode FP8 (or other minifloat) codes to float16, float32 or float64.
 
     Decoding is exact (values of formats wider than float16's range round
@@ -219,8 +285,10 @@ def from_fp8(codes, fmt="e5m2", dtype=np.float32, *, out=None, num_threads=None)
 
     Parameters
     ----------
-    codes : ndarray of uint8 (or an ml_dtypes float8/6/4 array of ``fmt``)
-    fmt : str or FloatFormat
+    codes : FloatCodes, ml_dtypes float8/6/4 array, or uint8 array with ``fmt``
+    fmt : str or FloatFormat, optional
+        The codes' format: taken from ``codes`` when they carry it (a format
+        given as well must agree); required for plain uint8 codes.
     dtype : float16, float32 or float64
     out : ndarray, optional
         C-contiguous, writeable, of ``dtype`` and the shape of ``codes``;
@@ -232,10 +300,10 @@ def from_fp8(codes, fmt="e5m2", dtype=np.float32, *, out=None, num_threads=None)
     >>> import numpy as np, fixedpoint as fp
     >>> fp.from_fp8(np.array([0x38, 0x7B, 0x7C, 0xFD], np.uint8), "e5m2").tolist()
     [0.5, 57344.0, inf, nan]
-    >>> fp.from_fp8(np.array([56, 126], np.uint8), "e4m3")
+    >>> fp.from_fp8(fp.to_fp8(np.array([1.0, 448.0]), "e4m3"))
     array([  1., 448.], dtype=float32)
     """
-    f = as_float_format(fmt)
+    arr, f = codes_and_format(codes, fmt)
     nthreads = resolve_threads(num_threads)
     try:
         out_dtype = np.dtype(dtype)
@@ -243,48 +311,28 @@ def from_fp8(codes, fmt="e5m2", dtype=np.float32, *, out=None, num_threads=None)
         raise TypeError(f"dtype: expected float16, float32 or float64, got {dtype!r}") from None
     if out_dtype not in (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype: expected float16, float32 or float64, got {out_dtype}")
-    arr = np.ascontiguousarray(as_codes(codes, "codes", f))
-    out = _check_out(out, arr.shape, out_dtype)
-    _fp8.decode(arr, out, _lut(f, out_dtype), nthreads)
-    return out
+    arr = np.asarray(arr, order="C")
+    result = check_out(out, arr.shape, out_dtype)
+    lut = _lut(f, out_dtype)
+    _fp8.decode(arr.reshape(-1), result.reshape(-1).view(lut.dtype), lut, nthreads)
+    return result
 
 
-def as_codes(x, name: str, f: FloatFormat) -> np.ndarray:
-    """``x`` as uint8 codes of ``f`` (uint8 arrays, or ml_dtypes arrays of ``f``)."""
-    if x is None:
-        raise TypeError(f"{name}: expected a uint8 array of FP8 codes, got None")
-    arr = np.asarray(x)
-    ml = _ml_dtypes_name(arr.dtype)
-    if ml is not None:
-        if _ML_DTYPES_NAMES.get(f.name) != ml:
-            raise ValueError(f"{name}: an array of {ml} does not hold {f.name} codes")
-        arr = arr.view(np.uint8)
-    elif arr.dtype != np.uint8:
-        raise TypeError(f"{name}: expected uint8 FP8 codes, got an array of dtype {arr.dtype}")
-    if f.nbits < 8 and arr.size and int(arr.max()) >= (1 << f.nbits):
-        raise ValueError(f"{name}: value {int(arr.max())} does not fit the {f.nbits}-bit "
-                         f"format {f.name}")
-    return arr
-
-
-def as_ml_dtypes(codes, fmt="e5m2"):
-    """View uint8 codes as the matching ml_dtypes array (needs ml_dtypes).
+def as_ml_dtypes(codes, fmt=None):
+    """View codes as the matching ml_dtypes array (needs ml_dtypes).
 
     Examples
     --------
     >>> import numpy as np, fixedpoint as fp
-    >>> fp.as_ml_dtypes(np.array([56], np.uint8), "e4m3").dtype.name
+    >>> fp.as_ml_dtypes(fp.to_fp8(np.array([1.0]), "e4m3")).dtype.name
     'float8_e4m3fn'
     """
-    f = as_float_format(fmt)
-    name = _ML_DTYPES_NAMES.get(f.name)
+    arr, f = codes_and_format(codes, fmt)
+    name = _ML_DTYPES_NAMES.get(f)
     if name is None:
         raise ValueError(f"fmt: {f.name} has no ml_dtypes counterpart")
     try:
         import ml_dtypes
     except ImportError:  # pragma: no cover - ml_dtypes is a test dependency
-        raise ImportError("as_ml_dtypes needs the ml_dtypes package") from None
-    arr = np.asarray(codes)
-    if arr.dtype != np.uint8:
-        raise TypeError(f"codes: expected uint8 codes, got an array of dtype {arr.dtype}")
+        raise ImportError("as_ml_dtypes needs the ml_dtypes package (pip install ml_dtypes)") from None
     return arr.view(getattr(ml_dtypes, name))

@@ -33,7 +33,9 @@ import numpy as np
 
 from .accumulate import Accumulator, matmul
 from .formats import FloatFormat, IntFormat
-from .quantize import QTensor, _as_format, quantize, ROUNDING, CALIBRATION
+from .quantization import QTensor, quantize, ROUNDING
+from .calibrate import CALIBRATION
+from .formats import as_format as _as_format
 from .requant import REQUANT_ROUNDING, quantize_multiplier, requantize
 from .tensorcore import TensorCoreAccumulator, _round_to_bf16, fp8_matmul
 

@@ -13,7 +13,6 @@ recorded H100/H200 ``torch._scaled_mm`` results in ``tests/data``.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +20,7 @@ import numpy as np
 from . import _tensorcore
 from ._checks import check_choice, check_positive_int, matmul_operands, resolve_threads
 from .formats import FloatFormat, as_float_format
-from .fp8 import as_codes
+from .fp8 import codes_and_format
 
 __all__ = ["TensorCoreAccumulator", "fp8_matmul"]
 
@@ -68,6 +67,8 @@ class TensorCoreAccumulator:
     >>> TensorCoreAccumulator().promote_every
     128
     >>> TensorCoreAccumulator.exact().frac_bits is None
+    True
+    >>> TensorCoreAccumulator.hopper_fp8(fast_accum=True).promote_every is None
     True
     """
 
@@ -285,27 +286,38 @@ def _round_to_bf16(x: np.ndarray) -> np.ndarray:
     return rounded
 
 
-def fp8_matmul(a, b, fmt_a="e4m3", fmt_b="e4m3", *, scale_a=1.0, scale_b=1.0,
-               out_dtype="float32", fast_accum=False, accumulator=None, num_threads=None):
+def _pair(fmt):
+    """``(fmt_a, fmt_b)`` from None, one format, or a pair of them."""
+    if isinstance(fmt, (tuple, list)):
+        if len(fmt) != 2:
+            raise ValueError(f"fmt: expected one format or a pair (fmt_a, fmt_b), got {len(fmt)} items")
+        return fmt[0], fmt[1]
+    return fmt, fmt
+
+
+def fp8_matmul(a, b, fmt=None, *, scale_a=1.0, scale_b=1.0, out_dtype="float32", acc=None,
+               num_threads=None):
     """FP8 matrix product as a Hopper tensor core (cuBLASLt) computes it.
 
     Parameters
     ----------
-    a : ndarray of uint8, shape (..., M, K)
-        FP8 codes of ``fmt_a``.
-    b : ndarray of uint8, shape (..., K, N)
-        FP8 codes of ``fmt_b`` (leading dimensions broadcast like ``numpy.matmul``).
-    fmt_a, fmt_b : str or FloatFormat
+    a : FloatCodes (or uint8 codes with ``fmt``), shape (..., M, K)
+    b : FloatCodes (or uint8 codes with ``fmt``), shape (..., K, N)
+        Leading dimensions broadcast like ``numpy.matmul``.
+    fmt : str, FloatFormat or a pair of them, optional
+        The operands' formats (one for both, or ``(fmt_a, fmt_b)``): taken
+        from codes that carry them (a format given as well must agree);
+        required for plain uint8 codes.
     scale_a : float or array of shape (M,)
         Per-tensor or per-row scale of ``a`` (float32).
     scale_b : float or array of shape (N,)
         Per-tensor or per-column scale of ``b``.
     out_dtype : {"float32", "float16", "bfloat16"}
         bfloat16 results are ml_dtypes ``bfloat16`` arrays (needs ml_dtypes).
-    fast_accum : bool
-        No promotion into float32 (``use_fast_accum=True``).
-    accumulator : TensorCoreAccumulator, optional
-        Default :meth:`TensorCoreAccumulator.hopper_fp8`.
+    acc : TensorCoreAccumulator, optional
+        How the products are summed; default :meth:`TensorCoreAccumulator.hopper_fp8`
+        (cuBLAS's split accumulation; ``hopper_fp8(fast_accum=True)`` for
+        ``use_fast_accum=True``).
     num_threads : int, optional
 
     Returns
@@ -327,18 +339,14 @@ def fp8_matmul(a, b, fmt_a="e4m3", fmt_b="e4m3", *, scale_a=1.0, scale_b=1.0,
     >>> fp.fp8_matmul(a, b)
     array([[4.]], dtype=float32)
     """
-    fa = as_float_format(fmt_a, "fmt_a")
-    fb = as_float_format(fmt_b, "fmt_b")
-    _check_range(fa, "fmt_a")
-    _check_range(fb, "fmt_b")
-    if accumulator is None:
-        accumulator = TensorCoreAccumulator.hopper_fp8()
+    fmt_a, fmt_b = _pair(fmt)
+    a_codes, fa = codes_and_format(a, fmt_a, "a")
+    b_codes, fb = codes_and_format(b, fmt_b, "b")
+    _check_range(fa, "fmt (a)")
+    _check_range(fb, "fmt (b)")
+    accumulator = TensorCoreAccumulator.hopper_fp8() if acc is None else acc
     if not isinstance(accumulator, TensorCoreAccumulator):
-        raise TypeError(f"accumulator: expected a TensorCoreAccumulator, got {type(accumulator).__name__}")
-    if not isinstance(fast_accum, (bool, np.bool_)):
-        raise TypeError(f"fast_accum: expected a bool, got {type(fast_accum).__name__}")
-    if fast_accum:
-        accumulator = dataclasses.replace(accumulator, promote_every=None)
+        raise TypeError(f"acc: expected a TensorCoreAccumulator, got {type(accumulator).__name__}")
     if not isinstance(out_dtype, str):
         try:
             out_dtype = np.dtype(out_dtype).name
@@ -353,12 +361,12 @@ def fp8_matmul(a, b, fmt_a="e4m3", fmt_b="e4m3", *, scale_a=1.0, scale_b=1.0,
         except ImportError:  # pragma: no cover - ml_dtypes is a test dependency
             raise ImportError("out_dtype='bfloat16' returns an ml_dtypes array: install ml_dtypes") from None
     nthreads = resolve_threads(num_threads)
-    A, B, batch, M, K, N, finish = matmul_operands(as_codes(a, "a", fa), as_codes(b, "b", fb))
+    A, B, batch, M, K, N, finish = matmul_operands(a_codes, b_codes)
     sa = _as_scale(scale_a, "scale_a", M)
     sb = _as_scale(scale_b, "scale_b", N)
     scale = (sa.reshape(-1, 1) if sa.ndim else sa) * (sb.reshape(1, -1) if sb.ndim else sb)
     scale = np.float32(scale) if np.ndim(scale) == 0 else scale.astype(np.float32)
-    acc = np.empty(batch + (M, N), np.float32)
+    res_acc = np.empty(batch + (M, N), np.float32)
     for idx in np.ndindex(*batch):
         Ai, Bi = np.ascontiguousarray(A[idx]), np.ascontiguousarray(B[idx])
         r, special = _matmul_2d(Ai, Bi, fa, fb, accumulator, nthreads)
@@ -367,9 +375,9 @@ def fp8_matmul(a, b, fmt_a="e4m3", fmt_b="e4m3", *, scale_a=1.0, scale_b=1.0,
             r = np.where(inf > 0, np.float32(np.inf), np.where(inf < 0, np.float32(-np.inf), r))
             r = r.astype(np.float32)
             r[nan] = np.nan
-        acc[idx] = r
+        res_acc[idx] = r
     with np.errstate(over="ignore", invalid="ignore"):
-        res = (acc * scale).astype(np.float32)
+        res = (res_acc * scale).astype(np.float32)
         if out_kind == "float16":
             res = res.astype(np.float16)
     if out_kind == "bfloat16":

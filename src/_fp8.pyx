@@ -1,9 +1,13 @@
 # cython: language_level=3
-"""Compiled minifloat conversion kernels (private; ``fixedpoint.fp8`` validates)."""
+"""Compiled minifloat conversion kernels (private; ``fixedpoint.fp8`` validates).
+
+Every entry point takes typed memoryviews (dtype and contiguity are checked
+by Cython) and checks that the output is as long as the input before any
+pointer is taken."""
 import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange, threadid
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from fp_fp8 cimport *
 
@@ -12,6 +16,15 @@ from fp_chunks cimport CHUNK, chunk_len, n_chunks
 cnp.import_array()
 
 _MODES = {"nearest_even": FP_RN_EVEN, "toward_zero": FP_RN_ZERO, "stochastic": FP_RN_STOCHASTIC}
+
+ctypedef fused float_in:
+    float
+    double
+
+ctypedef fused word:
+    uint16_t
+    uint32_t
+    uint64_t
 
 
 cdef fp_minifloat _format(dict params, int64_t size):
@@ -31,68 +44,64 @@ cdef fp_minifloat _format(dict params, int64_t size):
     return f
 
 
-def encode(cnp.ndarray x, cnp.ndarray out, dict params, str rounding, uint64_t seed,
-           bint count_nans, int nthreads):
-    """out[:] = codes of x (float32 or float64, contiguous, native order).
+cdef _same_length(int64_t n_in, int64_t n_out):
+    if n_in != n_out:
+        raise ValueError(f"out: expected {n_in} elements, got {n_out}")
 
-    Returns the number of NaN inputs if count_nans, else 0."""
-    cdef fp_minifloat f = _format(params, x.size)
+
+def encode(const float_in[::1] x, uint8_t[::1] out, dict params, str rounding, uint64_t seed,
+           int nthreads):
+    """out[:] = codes of x (float32 or float64, contiguous, native order)."""
+    _same_length(x.shape[0], out.shape[0])
+    cdef fp_minifloat f = _format(params, x.shape[0])
     cdef int mode = _MODES[rounding]
-    cdef int is64 = x.dtype.itemsize == 8
-    cdef const void *px = cnp.PyArray_DATA(x)
-    cdef uint8_t *po = <uint8_t *>cnp.PyArray_DATA(out)
-    cdef int64_t n = x.size
+    cdef int is64 = float_in is double
+    cdef int64_t n = x.shape[0]
     cdef int64_t nchunks = n_chunks(n)
-    cdef int64_t c, start, m
-    cdef int64_t nans = 0
-    cdef int cn = count_nans
+    cdef int64_t c
+    if n == 0:
+        return
+    cdef const void *px = &x[0]
+    cdef uint8_t *po = &out[0]
     with nogil:
         for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
-            start = c * CHUNK
-            m = chunk_len(c, n)
-            nans += fp_encode_chunk(px, is64, po, start, m, &f, mode, seed, cn)
-    return nans
+            fp_encode_chunk(px, is64, po, c * CHUNK, chunk_len(c, n), &f, mode, seed)
 
 
 def encode_scaled(const float[::1] x, uint8_t[::1] out, float scale, dict params, str rounding,
-                  uint64_t seed, bint count_nans, int nthreads):
+                  uint64_t seed, int nthreads):
     """out[:] = codes of x / scale (IEEE float32 division, then the encoder), fused:
-    the quotients live in one CHUNK-sized buffer per thread.
-
-    Returns the number of NaN quotients if count_nans, else 0."""
+    the quotients live in one CHUNK-sized buffer per thread."""
+    _same_length(x.shape[0], out.shape[0])
     cdef fp_minifloat f = _format(params, x.shape[0])
     cdef int mode = _MODES[rounding]
     cdef int64_t n = x.shape[0]
     cdef int64_t nchunks = n_chunks(n)
     cdef int nt = max(1, min(nthreads, nchunks))
+    cdef int64_t c
+    if n == 0:
+        return
     bufs = np.empty((nt, CHUNK), np.float32)
     cdef float[:, ::1] vb = bufs
-    cdef int64_t c, start, m
-    cdef int64_t nans = 0
-    cdef int cn = count_nans
-    if n == 0:
-        return 0
     with nogil:
         for c in prange(nchunks, num_threads=nt, schedule="dynamic"):
-            start = c * CHUNK
-            m = chunk_len(c, n)
-            nans += fp_encode_scaled_chunk(&x[0], scale, &vb[threadid(), 0], &out[0], start, m, &f,
-                                           mode, seed, cn)
-    return nans
+            fp_encode_scaled_chunk(&x[0], scale, &vb[threadid(), 0], &out[0], c * CHUNK,
+                                   chunk_len(c, n), &f, mode, seed)
 
 
-def decode(cnp.ndarray codes, cnp.ndarray out, cnp.ndarray lut, int nthreads):
-    """out[:] = lut[codes] for contiguous uint8 codes; lut holds output bit patterns."""
-    cdef const uint8_t *pc = <const uint8_t *>cnp.PyArray_DATA(codes)
-    cdef void *po = cnp.PyArray_DATA(out)
-    cdef const void *pl = cnp.PyArray_DATA(lut)
-    cdef int itemsize = out.dtype.itemsize
-    cdef int64_t n = codes.size
+def decode(const uint8_t[::1] codes, word[::1] out, const word[::1] lut, int nthreads):
+    """out[:] = lut[codes]; lut holds the 256 output bit patterns (16, 32 or 64 bits)."""
+    _same_length(codes.shape[0], out.shape[0])
+    if lut.shape[0] != 256:
+        raise ValueError(f"lut: expected 256 entries, got {lut.shape[0]}")
+    cdef int64_t n = codes.shape[0]
     cdef int64_t nchunks = n_chunks(n)
-    cdef int64_t c, start, m
+    cdef int64_t c
     cdef int stream = n >= (1 << 22)
+    cdef int itemsize = sizeof(word)
+    if n == 0:
+        return
     with nogil:
         for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
-            start = c * CHUNK
-            m = chunk_len(c, n)
-            fp_decode_chunk(pc, po, itemsize, pl, start, m, stream)
+            fp_decode_chunk(&codes[0], &out[0], itemsize, &lut[0], c * CHUNK, chunk_len(c, n),
+                            stream)

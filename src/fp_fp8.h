@@ -285,67 +285,52 @@ static inline uint32_t fp_enc_f64(uint64_t bits, const fp_minifloat *f, int mode
                      a > 0x7ff0000000000000ull, a == 0x7ff0000000000000ull, f, mode);
 }
 
-/* Loops, one per rounding mode so that each is branch-free.  The return
- * value counts NaN inputs (the caller refuses them for formats without NaN). */
-#define FP_ENC_LOOP(NAME, IN_T, ENC, MODE, ABS_MASK, INF_BITS)                            \
-    FP_CLONES static int64_t NAME(const IN_T *x, uint8_t *out, int64_t n,                 \
-                                  const fp_minifloat *fmt, uint64_t seed, int64_t start,  \
-                                  int count_nans) {                                       \
+/* Loops, one per rounding mode so that each is branch-free. */
+#define FP_ENC_LOOP(NAME, IN_T, ENC, MODE)                                                \
+    FP_CLONES static void NAME(const IN_T *x, uint8_t *out, int64_t n,                    \
+                               const fp_minifloat *fmt, uint64_t seed, int64_t start) {   \
         const fp_minifloat f = *fmt;                                                      \
-        int64_t nans = 0;                                                                 \
         for (int64_t i = 0; i < n; i++)                                                   \
             out[i] = (uint8_t)ENC(x[i], &f, MODE, seed, (uint64_t)(start + i));           \
-        if (count_nans)                                                                   \
-            for (int64_t i = 0; i < n; i++) nans += (x[i] & ABS_MASK) > INF_BITS;         \
-        return nans;                                                                      \
     }
 
-#define FP_F32_ABS 0x7fffffffu
-#define FP_F32_INF 0x7f800000u
-#define FP_F64_ABS 0x7fffffffffffffffull
-#define FP_F64_INF 0x7ff0000000000000ull
-FP_ENC_LOOP(fp_enc_f32_rne, uint32_t, fp_enc_f32, FP_RN_EVEN, FP_F32_ABS, FP_F32_INF)
-FP_ENC_LOOP(fp_enc_f32_rtz, uint32_t, fp_enc_f32, FP_RN_ZERO, FP_F32_ABS, FP_F32_INF)
-FP_ENC_LOOP(fp_enc_f32_sr, uint32_t, fp_enc_f32, FP_RN_STOCHASTIC, FP_F32_ABS, FP_F32_INF)
-FP_ENC_LOOP(fp_enc_f64_rne, uint64_t, fp_enc_f64, FP_RN_EVEN, FP_F64_ABS, FP_F64_INF)
-FP_ENC_LOOP(fp_enc_f64_rtz, uint64_t, fp_enc_f64, FP_RN_ZERO, FP_F64_ABS, FP_F64_INF)
-FP_ENC_LOOP(fp_enc_f64_sr, uint64_t, fp_enc_f64, FP_RN_STOCHASTIC, FP_F64_ABS, FP_F64_INF)
+FP_ENC_LOOP(fp_enc_f32_rne, uint32_t, fp_enc_f32, FP_RN_EVEN)
+FP_ENC_LOOP(fp_enc_f32_rtz, uint32_t, fp_enc_f32, FP_RN_ZERO)
+FP_ENC_LOOP(fp_enc_f32_sr, uint32_t, fp_enc_f32, FP_RN_STOCHASTIC)
+FP_ENC_LOOP(fp_enc_f64_rne, uint64_t, fp_enc_f64, FP_RN_EVEN)
+FP_ENC_LOOP(fp_enc_f64_rtz, uint64_t, fp_enc_f64, FP_RN_ZERO)
+FP_ENC_LOOP(fp_enc_f64_sr, uint64_t, fp_enc_f64, FP_RN_STOCHASTIC)
 
-/* Encode x[start : start + n] (float32 bits if is64 == 0, else float64 bits).
- * Returns the number of NaN inputs when count_nans is set, else 0. */
 /* Encode n float32 bit patterns p[0..n) into o[0..n); `index0` is the global
  * index of p[0] (it keys the stochastic-rounding stream). */
-static int64_t fp_encode_f32_run(const uint32_t *p, uint8_t *o, int64_t index0, int64_t n,
-                                 const fp_minifloat *f, int mode, uint64_t seed, int count_nans) {
+static void fp_encode_f32_run(const uint32_t *p, uint8_t *o, int64_t index0, int64_t n,
+                              const fp_minifloat *f, int mode, uint64_t seed) {
 #if FP_HAVE_AVX2_KERNELS
     if (mode != FP_RN_STOCHASTIC && fp_cpu_has_avx2()) {
         const int64_t nv = n & ~(int64_t)31;
         fp_enc_f32_avx2(p, o, nv, f, mode == FP_RN_EVEN);
-        int64_t nans = 0;
-        if (count_nans)
-            for (int64_t i = 0; i < nv; i++) nans += (p[i] & FP_F32_ABS) > FP_F32_INF;
         p += nv;
         o += nv;
         index0 += nv;
         n -= nv;
-        if (mode == FP_RN_EVEN) return nans + fp_enc_f32_rne(p, o, n, f, seed, index0, count_nans);
-        return nans + fp_enc_f32_rtz(p, o, n, f, seed, index0, count_nans);
     }
 #endif
-    if (mode == FP_RN_EVEN) return fp_enc_f32_rne(p, o, n, f, seed, index0, count_nans);
-    if (mode == FP_RN_ZERO) return fp_enc_f32_rtz(p, o, n, f, seed, index0, count_nans);
-    return fp_enc_f32_sr(p, o, n, f, seed, index0, count_nans);
+    if (mode == FP_RN_EVEN) fp_enc_f32_rne(p, o, n, f, seed, index0);
+    else if (mode == FP_RN_ZERO) fp_enc_f32_rtz(p, o, n, f, seed, index0);
+    else fp_enc_f32_sr(p, o, n, f, seed, index0);
 }
 
-static int64_t fp_encode_chunk(const void *x, int is64, uint8_t *out, int64_t start, int64_t n,
-                               const fp_minifloat *f, int mode, uint64_t seed, int count_nans) {
-    if (!is64)
-        return fp_encode_f32_run((const uint32_t *)x + start, out + start, start, n, f, mode, seed,
-                                 count_nans);
+/* Encode x[start : start + n] of a float32 or float64 (is64) array. */
+static void fp_encode_chunk(const void *x, int is64, uint8_t *out, int64_t start, int64_t n,
+                            const fp_minifloat *f, int mode, uint64_t seed) {
+    if (!is64) {
+        fp_encode_f32_run((const uint32_t *)x + start, out + start, start, n, f, mode, seed);
+        return;
+    }
     const uint64_t *p = (const uint64_t *)x + start;
-    if (mode == FP_RN_EVEN) return fp_enc_f64_rne(p, out + start, n, f, seed, start, count_nans);
-    if (mode == FP_RN_ZERO) return fp_enc_f64_rtz(p, out + start, n, f, seed, start, count_nans);
-    return fp_enc_f64_sr(p, out + start, n, f, seed, start, count_nans);
+    if (mode == FP_RN_EVEN) fp_enc_f64_rne(p, out + start, n, f, seed, start);
+    else if (mode == FP_RN_ZERO) fp_enc_f64_rtz(p, out + start, n, f, seed, start);
+    else fp_enc_f64_sr(p, out + start, n, f, seed, start);
 }
 
 /* buf[i] = x[i] / s in IEEE float32 (the quantizer's division), i < n */
@@ -356,12 +341,12 @@ FP_CLONES static void fp_div_f32(const float *x, float s, float *buf, int64_t n)
 /* The codes of x[start..start+n) / s: the division into `buf` (n floats, one
  * buffer per thread), then the encoder; the same bits as dividing first and
  * encoding the quotients. */
-static int64_t fp_encode_scaled_chunk(const float *x, float s, float *buf, uint8_t *out,
-                                      int64_t start, int64_t n, const fp_minifloat *f, int mode,
-                                      uint64_t seed, int count_nans) {
+static void fp_encode_scaled_chunk(const float *x, float s, float *buf, uint8_t *out,
+                                   int64_t start, int64_t n, const fp_minifloat *f, int mode,
+                                   uint64_t seed) {
     fp_div_f32(x + start, s, buf, n);
     uint32_t *bits = (uint32_t *)(void *)buf;
-    return fp_encode_f32_run(bits, out + start, start, n, f, mode, seed, count_nans);
+    fp_encode_f32_run(bits, out + start, start, n, f, mode, seed);
 }
 
 /* ---- decoding: a 256-entry table of the output type's bit patterns ---------- */

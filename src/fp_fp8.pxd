@@ -19,10 +19,9 @@ cdef extern from "fp_fp8.h" nogil:
         float sub_scale1
         float sub_scale2
         int32_t stream_out
-    int64_t fp_encode_chunk(const void *x, int is64, uint8_t *out, int64_t start, int64_t n,
-                            const fp_minifloat *f, int mode, uint64_t seed, int count_nans)
-    int64_t fp_encode_scaled_chunk(const float *x, float s, float *buf, uint8_t *out, int64_t start,
-                                   int64_t n, const fp_minifloat *f, int mode, uint64_t seed,
-                                   int count_nans)
+    void fp_encode_chunk(const void *x, int is64, uint8_t *out, int64_t start, int64_t n,
+                         const fp_minifloat *f, int mode, uint64_t seed)
+    void fp_encode_scaled_chunk(const float *x, float s, float *buf, uint8_t *out, int64_t start,
+                                int64_t n, const fp_minifloat *f, int mode, uint64_t seed)
     void fp_decode_chunk(const uint8_t *codes, void *out, int itemsize, const void *lut,
                          int64_t start, int64_t n, int stream)

@@ -5,7 +5,8 @@
  * x / scale is an IEEE float32 division (ONNX QuantizeLinear); round is to
  * nearest even, toward zero or toward minus infinity; the sum with the zero
  * point and the clamp are exact in float32 (all values are small integers).
- * Inputs are finite (the wrapper checks), so no NaN reaches a conversion.
+ * Inputs are finite (the wrapper checks); the one NaN that can arise, 0 / 0
+ * under a zero scale, becomes the zero point before any clamp or conversion.
  *
  */
 #ifndef FP_QUANT_H
@@ -20,8 +21,12 @@ static inline float fp_q_round(float v, int mode) {
     return mode == FP_Q_RNE ? rintf(v) : (mode == FP_Q_RTZ ? truncf(v) : floorf(v));
 }
 
+/* One code.  A zero scale makes x / s an infinity (clamped below) or, for
+ * x = 0, NaN: that is the zero point, so no NaN reaches the clamp or the
+ * conversion to int (which would be undefined). */
 static inline int32_t fp_q_one(float x, float s, float zp, float lo, float hi, int mode) {
     float v = fp_q_round(x / s, mode) + zp;
+    v = v != v ? zp : v;
     v = v < lo ? lo : (v > hi ? hi : v);
     return (int32_t)v;
 }
@@ -32,24 +37,36 @@ static inline int fp_q_finite(float v) {
     return (b & 0x7f800000u) != 0x7f800000u;
 }
 
-/* Portable loop: n codes, one per byte, or two per byte (first in the low
- * nibble) when pack4 (an odd last code fills a byte alone).  Returns the
- * number of non-finite inputs (which get code 0: no NaN reaches a
- * float -> int conversion). */
+/* The one 4-bit packer: two codes in a byte, the first in the low nibble
+ * (ONNX >= 1.17 INT4/UINT4 order).  The AVX2 loop below does the same 32
+ * codes at a time. */
+static inline uint8_t fp_nibbles(uint32_t first, uint32_t second) {
+    return (uint8_t)((first & 0x0fu) | ((second & 0x0fu) << 4));
+}
+
+/* The code of x[i], or 0 for a non-finite x[i] (counted in *bad). */
+static inline uint32_t fp_q_code(const float *x, int64_t i, float s, float zp, float lo, float hi,
+                                 int mode, int64_t *bad) {
+    const int ok = fp_q_finite(x[i]);
+    *bad += !ok;
+    return ok ? (uint32_t)fp_q_one(x[i], s, zp, lo, hi, mode) & 0xffu : 0u;
+}
+
+/* Portable loop: n codes, one per byte, or two per byte when pack4 (an odd
+ * last code fills a byte alone).  Returns the number of non-finite inputs
+ * (which get code 0: no NaN reaches a float -> int conversion). */
 static int64_t fp_quant_run_scalar(const float *x, uint8_t *o, int64_t n, float s, float zp,
                                    float lo, float hi, int mode, int pack4) {
     int64_t bad = 0;
-    for (int64_t i = 0; i < n; i++) {
-        const int ok = fp_q_finite(x[i]);
-        bad += !ok;
-        const uint8_t c = ok ? (uint8_t)(fp_q_one(x[i], s, zp, lo, hi, mode) & 0xff) : 0;
-        if (!pack4)
-            o[i] = c;
-        else if (i & 1)
-            o[i / 2] = (uint8_t)(o[i / 2] | ((c & 0x0fu) << 4));
-        else
-            o[i / 2] = (uint8_t)(c & 0x0fu);
+    if (!pack4) {
+        for (int64_t i = 0; i < n; i++) o[i] = (uint8_t)fp_q_code(x, i, s, zp, lo, hi, mode, &bad);
+        return bad;
     }
+    for (int64_t i = 0; i + 1 < n; i += 2) {
+        const uint32_t c0 = fp_q_code(x, i, s, zp, lo, hi, mode, &bad);
+        o[i / 2] = fp_nibbles(c0, fp_q_code(x, i + 1, s, zp, lo, hi, mode, &bad));
+    }
+    if (n & 1) o[n / 2] = fp_nibbles(fp_q_code(x, n - 1, s, zp, lo, hi, mode, &bad), 0u);
     return bad;
 }
 
@@ -75,7 +92,11 @@ FP_TARGET_AVX2 static inline __m256i fp_q8(const float *p, __m256 vs, __m256 vzp
         v = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
     else
         v = _mm256_round_ps(v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, vzp), vlo), vhi);
+    v = _mm256_add_ps(v, vzp);
+    /* 0 / 0 (a zero scale) is NaN: the zero point.  min/max would turn a NaN
+     * into their second operand (-127 here), so it never reaches them. */
+    v = _mm256_blendv_ps(v, vzp, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    v = _mm256_min_ps(_mm256_max_ps(v, vlo), vhi);
     return _mm256_cvtps_epi32(v);                      /* exact: v is an integer */
 }
 
@@ -154,8 +175,7 @@ static int64_t fp_quant_run(const float *x, uint8_t *o, int64_t n, float s, floa
 /* Two 4-bit codes per byte, the first in the low nibble: o[i] from c[2i], c[2i+1]
  * for i < n / 2 (the caller pads an odd tail). */
 FP_CLONES static void fp_pack4(const uint8_t *c, uint8_t *o, int64_t npairs) {
-    for (int64_t i = 0; i < npairs; i++)
-        o[i] = (uint8_t)((c[2 * i] & 0x0fu) | ((unsigned)(c[2 * i + 1] & 0x0fu) << 4));
+    for (int64_t i = 0; i < npairs; i++) o[i] = fp_nibbles(c[2 * i], c[2 * i + 1]);
 }
 
 /* min, max and the number of non-finite values of x[0:n] (min/max are
@@ -177,6 +197,10 @@ static int64_t fp_minmax_f32_scalar(const float *x, int64_t n, float *mn, float 
 }
 
 #if FP_HAVE_AVX2_KERNELS
+/* NaN inputs: min/max_ps return their second operand when either is NaN, so
+ * a NaN can be dropped (or kept) silently here; that is why the non-finite
+ * values are counted alongside, and the caller discards min/max unless the
+ * count is 0. */
 FP_TARGET_AVX2 static int64_t fp_minmax_f32_avx2(const float *x, int64_t n, float *mn, float *mx) {
     __m256 lo0 = _mm256_set1_ps(INFINITY), hi0 = _mm256_set1_ps(-INFINITY);
     __m256 lo1 = lo0, hi1 = hi0;
