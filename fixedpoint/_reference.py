@@ -183,6 +183,65 @@ def encode_minifloat(x, exp_bits, man_bits, bias, inf, nan_kind, saturate,
 
 
 # ---------------------------------------------------------------------------
+# Calibration thresholds on a histogram of |x|, one candidate at a time
+# (fixedpoint.calibrate vectorises these over candidates and blocks).
+
+def entropy_threshold(mag, width, nlevels):
+    """TensorRT's KL-divergence calibration, bin by bin as its description reads.
+
+    For each candidate i >= nlevels: P = the first i bins with everything
+    beyond folded into bin i - 1; Q = P merged into nlevels levels (runs of
+    i // nlevels bins, the remainder joining the last level), each level's
+    mass spread evenly over its nonzero bins of P.  The threshold is
+    (i + 0.5) bin widths for the first i with the least KL(P || Q).
+    """
+    nbins = len(mag)
+    best_i, best_kl = nbins, math.inf
+    if sum(mag) == 0:
+        return 0.0
+    for i in range(nlevels, nbins + 1):
+        p = [float(v) for v in mag[:i]]
+        p[i - 1] += float(sum(mag[i:]))
+        m = i // nlevels
+        q = [0.0] * i
+        for lv in range(nlevels):
+            a = lv * m
+            b = (lv + 1) * m if lv < nlevels - 1 else i
+            nz = [j for j in range(a, b) if p[j] > 0]
+            if nz:
+                share = sum(p[a:b]) / len(nz)
+                for j in nz:
+                    q[j] = share
+        tp, tq = sum(p), sum(q)
+        kl = sum((p[j] / tp) * math.log((p[j] / tp) / (q[j] / tq)) for j in range(i) if p[j] > 0)
+        if kl < best_kl:
+            best_i, best_kl = i, kl
+    return (best_i + 0.5) * width
+
+
+def mse_threshold(mag, width, qmax, candidates=128):
+    """The symmetric integer clipping threshold (among ``candidates`` evenly
+    spaced up to the top nonzero bin) whose quantize-dequantize squared error
+    over the histogram is least, one candidate at a time."""
+    nz = [j for j, v in enumerate(mag) if v > 0]
+    if not nz:
+        return 0.0
+    centers = [(j + 0.5) * width for j in range(len(mag))]
+    top = centers[nz[-1]] + width / 2
+    best_t, best_err = top, math.inf
+    for k in range(1, candidates + 1):
+        t = top * k / candidates
+        s = t / qmax
+        err = 0.0
+        for c, n in zip(centers, mag):
+            code = min(max(round(c / s), -qmax), qmax)        # round(): half to even
+            err += n * (c - code * s) ** 2
+        if err < best_err:
+            best_t, best_err = t, err
+    return best_t
+
+
+# ---------------------------------------------------------------------------
 # Tensor-core block accumulation (SEMANTICS.md section 4), with Fractions.
 
 def _fraction_exponent(x: Fraction) -> int:

@@ -165,7 +165,7 @@ def _mse_thresholds(mag, width, f, candidates=128):
             continue
         c = centers * width[b]
         top = c[nz[-1]] + width[b] / 2
-        t = np.linspace(top / candidates, top, candidates)[:, None]          # (cand, 1)
+        t = (top * np.arange(1, candidates + 1) / candidates)[:, None]       # (cand, 1)
         if isinstance(f, FloatFormat):
             s = t / f.max_value
             v = (c[None, :] / s).astype(np.float32)

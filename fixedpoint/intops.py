@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _int
 from ._checks import as_format_array, as_integer_array, check_choice, resolve_threads
-from .formats import as_int_format
+from .formats import as_format
 
 __all__ = ["saturate", "wrap", "mul", "mul_wide", "add", "OVERFLOW_MODES"]
 
@@ -22,11 +22,7 @@ OVERFLOW_MODES = {
 }
 
 
-def _scalar_or_array(out: np.ndarray, was_scalar: bool):
-    return out[()] if was_scalar else out
-
-
-def saturate(x, fmt="int8"):
+def saturate(x, fmt):
     """Clamp integers into ``fmt``'s range.
 
     Parameters
@@ -38,7 +34,7 @@ def saturate(x, fmt="int8"):
 
     Returns
     -------
-    ndarray of ``fmt.dtype`` (a NumPy scalar for scalar input).
+    ndarray of ``fmt.dtype`` (0-d for scalar input).
 
     Examples
     --------
@@ -46,9 +42,9 @@ def saturate(x, fmt="int8"):
     >>> fp.saturate([-300, -5, 200], "int8")
     array([-128,   -5,  127], dtype=int8)
     >>> fp.saturate(-128, "int8_narrow")
-    np.int8(-127)
+    array(-127, dtype=int8)
     """
-    f = as_int_format(fmt)
+    f = as_format(fmt, "fmt", "int")
     arr = as_integer_array(x, "x")
     if arr.dtype.kind == "u":
         out = np.minimum(arr, np.array(f.max, dtype=arr.dtype))
@@ -56,10 +52,10 @@ def saturate(x, fmt="int8"):
     else:
         a64 = arr.astype(np.int64, copy=False)
         out = np.clip(a64, f.min, f.max)
-    return _scalar_or_array(out.astype(f.dtype), arr.ndim == 0)
+    return np.asarray(out.astype(f.dtype))
 
 
-def wrap(x, fmt="int8"):
+def wrap(x, fmt):
     """Reduce integers modulo ``2**fmt.bits`` into ``fmt``'s range (two's complement wrap).
 
     Narrow-range formats are refused: a modulo-``2**bits`` wrap needs all
@@ -71,22 +67,23 @@ def wrap(x, fmt="int8"):
     >>> fp.wrap([128, 255, -129, 1596], "int8")
     array([-128,   -1,  127,   60], dtype=int8)
     >>> fp.wrap(17, "uint4")
-    np.uint8(1)
+    array(1, dtype=uint8)
     """
-    f = as_int_format(fmt)
+    f = as_format(fmt, "fmt", "int")
     if f.narrow:
         raise ValueError(f"fmt: wrap needs the full range of {f.bits}-bit codes; {f.name} is narrow")
     arr = as_integer_array(x, "x")
     # Work in uint64: wrapping there is modulo 2^64, consistent with 2^bits.
-    u = arr.astype(np.int64).view(np.uint64) if arr.dtype.kind == "i" else arr.astype(np.uint64)
+    # (as 1-D arrays: NumPy warns on wrapping scalar arithmetic, never on arrays)
+    flat = arr.reshape(-1)
+    u = flat.astype(np.int64).view(np.uint64) if arr.dtype.kind == "i" else flat.astype(np.uint64)
     lo = np.uint64(f.min % (1 << 64))
     r = ((u - lo) & np.uint64((1 << f.bits) - 1)) + lo
-    out = r.view(np.int64).astype(f.dtype)
-    return _scalar_or_array(out, arr.ndim == 0)
+    return r.view(np.int64).astype(f.dtype).reshape(arr.shape)
 
 
 def _binary(op, a, b, fmt, overflow, num_threads):
-    f = as_int_format(fmt)
+    f = as_format(fmt, "fmt", "int")
     saturate_ = True
     if op != "mul_wide":
         check_choice(overflow, "overflow", OVERFLOW_MODES)
@@ -101,8 +98,8 @@ def _binary(op, a, b, fmt, overflow, num_threads):
         shape = np.broadcast_shapes(a_arr.shape, b_arr.shape)
     except ValueError:
         raise ValueError(f"a and b: shapes {a_arr.shape} and {b_arr.shape} do not broadcast") from None
-    a_c = np.ascontiguousarray(np.broadcast_to(a_arr, shape))
-    b_c = np.ascontiguousarray(np.broadcast_to(b_arr, shape))
+    a_c = np.asarray(np.broadcast_to(a_arr, shape), order="C").reshape(-1)
+    b_c = np.asarray(np.broadcast_to(b_arr, shape), order="C").reshape(-1)
     if op == "mul_wide":
         kernel_wide = {1: np.int16, 2: np.int32}[f.dtype.itemsize]
         if not f.signed:
@@ -110,13 +107,13 @@ def _binary(op, a, b, fmt, overflow, num_threads):
         out = np.empty(shape, dtype=kernel_wide)
     else:
         out = np.empty(shape, dtype=f.dtype)
-    _int.binop(op, a_c, b_c, out, saturate_, f.min, f.max, f.bits, nthreads)
+    _int.binop(op, a_c, b_c, out.reshape(-1), saturate_, f.min, f.max, f.bits, nthreads)
     if op == "mul_wide":
         out = out.astype(f.wide_dtype, copy=False)
-    return _scalar_or_array(out, len(shape) == 0)
+    return out
 
 
-def mul(a, b, fmt="int8", overflow="saturate", *, num_threads=None):
+def mul(a, b, fmt, *, overflow="saturate", num_threads=None):
     """Elementwise product brought back into ``fmt`` by saturation or wrap.
 
     Parameters
@@ -145,21 +142,21 @@ def mul(a, b, fmt="int8", overflow="saturate", *, num_threads=None):
     return _binary("mul", a, b, fmt, overflow, num_threads)
 
 
-def mul_wide(a, b, fmt="int8", *, num_threads=None):
+def mul_wide(a, b, fmt, *, num_threads=None):
     """The exact elementwise product in ``2 * fmt.bits`` bits (8 x 8 -> 16).
 
     Examples
     --------
     >>> import fixedpoint as fp
     >>> fp.mul_wide(42, 38, "int8")
-    np.int16(1596)
+    array(1596, dtype=int16)
     >>> fp.mul_wide([-128], [-128], "int8")
     array([16384], dtype=int16)
     """
     return _binary("mul_wide", a, b, fmt, None, num_threads)
 
 
-def add(a, b, fmt="int8", overflow="saturate", *, num_threads=None):
+def add(a, b, fmt, *, overflow="saturate", num_threads=None):
     """Elementwise sum brought back into ``fmt`` by saturation or wrap.
 
     Examples

@@ -405,8 +405,8 @@ def _calibrated(X, f, calibration, ax, gs, symmetric, float_zero_point, margin, 
         fin = X[np.isfinite(X)] if nan == "propagate" else X
         return np.asarray(calibration.step_scale(fin), np.float32), np.zeros((), np.int32)
     if isinstance(calibration, Calibrator):
-        if (calibration.axis, calibration.group_size) != (ax, gs) and \
-                (ax is not None or gs is not None):
+        cax = check_axis(calibration.axis, X.ndim)
+        if (cax, calibration.group_size) != (ax, gs):
             raise ValueError(f"calibration: the Calibrator has axis={calibration.axis}, "
                              f"group_size={calibration.group_size}; quantize was given "
                              f"axis={ax}, group_size={gs}")
@@ -525,6 +525,8 @@ def quantize(x, fmt, *, scale=None, zero_point=None, symmetric=True, axis=None, 
         raise TypeError(f"margin: expected an int, got {type(margin).__name__}")
     X = float_source(x, "x")
     nthreads = resolve_threads(num_threads)
+    if scale is None and isinstance(calibration, Calibrator) and axis is None and group_size is None:
+        axis, group_size = calibration.axis, calibration.group_size     # the calibrator's layout
     ax, gs = _check_granularity(X.shape, axis, group_size)
     if scale is None:
         if zero_point is not None:

@@ -108,7 +108,7 @@ def test_broadcasting_and_inputs_untouched(rng):
     a = rng.integers(-128, 128, (3, 1, 5)).astype(np.int8)
     b = rng.integers(-128, 128, (4, 5)).astype(np.int8)
     a0, b0 = a.copy(), b.copy()
-    got = fp.mul(a, b)
+    got = fp.mul(a, b, "int8")
     assert got.shape == (3, 4, 5)
     want = np.clip(a.astype(np.int64) * b, -128, 127)
     np.testing.assert_array_equal(got, want)
@@ -116,7 +116,7 @@ def test_broadcasting_and_inputs_untouched(rng):
     np.testing.assert_array_equal(b, b0)
     # non-contiguous and reversed views give the same as contiguous copies
     x = rng.integers(-128, 128, 1001).astype(np.int8)
-    np.testing.assert_array_equal(fp.mul(x[::-3], x[::3]), fp.mul(x[::-3].copy(), x[::3].copy()))
+    np.testing.assert_array_equal(fp.mul(x[::-3], x[::3], "int8"), fp.mul(x[::-3].copy(), x[::3].copy(), "int8"))
     # big-endian int16 input
     y = np.arange(-8, 8, dtype=">i2")
     np.testing.assert_array_equal(fp.mul(y, y, "int4"), np.clip(np.arange(-8, 8) ** 2, -8, 7))
@@ -126,14 +126,17 @@ def test_threads_do_not_change_bits(rng):
     a = rng.integers(-128, 128, 300_001).astype(np.int8)
     b = rng.integers(-128, 128, 300_001).astype(np.int8)
     for ov in ("saturate", "wrap"):
-        np.testing.assert_array_equal(fp.mul(a, b, overflow=ov, num_threads=1),
-                                      fp.mul(a, b, overflow=ov, num_threads=2))
+        np.testing.assert_array_equal(fp.mul(a, b, "int8", overflow=ov, num_threads=1),
+                                      fp.mul(a, b, "int8", overflow=ov, num_threads=2))
 
 
 def test_empty_and_scalar():
-    assert fp.mul(np.zeros(0, np.int8), np.zeros(0, np.int8)).shape == (0,)
+    assert fp.mul(np.zeros(0, np.int8), np.zeros(0, np.int8), "int8").shape == (0,)
     r = fp.add(3, 4, "int4")
-    assert r == 7 and np.ndim(r) == 0
+    assert r == 7 and type(r) is np.ndarray and r.shape == ()       # 0-d in, 0-d array out
+    for v in (fp.mul(3, 4, "int8"), fp.mul_wide(3, 4, "int8"), fp.saturate(300, "int8"),
+              fp.wrap(300, "int8"), fp.add(np.int8(3), np.int8(4), "int8")):
+        assert type(v) is np.ndarray and v.shape == ()
 
 
 @pytest.mark.parametrize("bad,exc,msg", [
@@ -151,14 +154,20 @@ def test_bad_operands(bad, exc, msg):
 
 def test_bad_modes_and_formats():
     with pytest.raises(ValueError, match="overflow: expected one of"):
-        fp.mul(1, 1, overflow="clip")
-    with pytest.raises(ValueError, match="fmt: unknown integer format 'int1'"):
+        fp.mul(1, 1, "int8", overflow="clip")
+    with pytest.raises(ValueError, match="fmt: unknown format 'int1'"):
         fp.mul(1, 1, "int1")
-    with pytest.raises(TypeError, match="fmt: expected an IntFormat"):
+    with pytest.raises(TypeError, match="fmt: expected a format name or an IntFormat"):
         fp.mul(1, 1, 8)
+    with pytest.raises(ValueError, match="fmt: expected an integer format"):
+        fp.mul(1, 1, "e4m3")
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'fmt'"):
+        fp.mul(1, 1)
+    with pytest.raises(TypeError, match="takes 3 positional arguments"):
+        fp.mul(1, 1, "int8", "wrap")
     with pytest.raises(ValueError, match="bits must be between 2 and 16"):
         fp.IntFormat(17)
     with pytest.raises(ValueError, match="do not broadcast"):
-        fp.mul([1, 2], [1, 2, 3])
+        fp.mul([1, 2], [1, 2, 3], "int8")
     with pytest.raises(ValueError, match="num_threads"):
-        fp.mul(1, 1, num_threads=0)
+        fp.mul(1, 1, "int8", num_threads=0)

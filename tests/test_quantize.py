@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import fixedpoint as fp
-from fixedpoint.quantize import round_values
+from fixedpoint.quantization import expand_param, round_values
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -72,7 +72,8 @@ def test_quantizelinear_per_tensor_and_axis(fmt, rng):
         want = _ort_raw(_quantize_model(shape, fmt, scale, zp, axis=axis), {"x": x}, nbytes)
         np.testing.assert_array_equal(q.pack(), want, err_msg=f"{fmt} axis={axis}")
         # and the packed bytes unpack to the same codes
-        back = fp.QTensor.unpack(q.pack(), f, shape, q.scale, q.zero_point, axis)
+        back = fp.QTensor.from_packed(q.pack(), f, shape, scale=q.scale, zero_point=q.zero_point,
+                                      axis=axis)
         np.testing.assert_array_equal(back.codes, q.codes)
 
 
@@ -89,11 +90,11 @@ def test_quantizelinear_blocked_int4(rng):
 @pytest.mark.parametrize("fmt", ["e4m3", "e5m2"])
 @pytest.mark.parametrize("saturate", [True, False])
 def test_quantizelinear_fp8(fmt, saturate, rng):
-    f = fp.formats.as_float_format(fmt)
+    f = fp.formats.as_format(fmt)
     x = (rng.standard_normal(4000) * rng.choice([1, 100, 1e4], 4000)).astype(np.float32)
     x[:50] = np.linspace(-2, 2, 50) * f.max_value * 1.2        # around the overflow edges
     scale = np.float32(0.75)
-    q = fp.quantize(x, fmt, scale=scale, saturate=saturate)
+    q = fp.quantize(x, fmt, scale=scale, overflow="saturate" if saturate else "nonfinite")
     want = _ort_raw(_quantize_model(x.shape, fmt, scale, 0, saturate=saturate), {"x": x}, x.size)
     keep = np.ones(x.size, bool)
     if not saturate:
@@ -164,15 +165,15 @@ def test_error_within_half_a_step_and_codes_in_format(fmt, gran, rng):
     if fmt.startswith("e"):
         # FP8: relative error of at most half an ulp (3 mantissa bits: 2^-4; 2 bits: 2^-3),
         # above the subnormal range
-        f = fp.formats.as_float_format(fmt)
-        s = np.broadcast_to(fp.quantize.__globals__["_expand"](q.scale, x.shape, q.axis, q.group_size), x.shape)
+        f = fp.formats.as_format(fmt)
+        s = np.broadcast_to(expand_param(q.scale, x.shape, q.axis, q.group_size), x.shape)
         normal = np.abs(x / s) >= f.min_normal
         rel = np.abs(deq - x)[normal] / np.abs(x)[normal]
         assert rel.max() <= 2.0 ** -(f.man_bits + 1) * (1 + 1e-6)
     else:
         f = q.fmt
         assert q.codes.min() >= f.min and q.codes.max() <= f.max
-        s = fp.quantize.__globals__["_expand"](q.scale, x.shape, q.axis, q.group_size)
+        s = expand_param(q.scale, x.shape, q.axis, q.group_size)
         err = np.abs(deq - x) / np.broadcast_to(s, x.shape)
         assert err.max() <= 0.5 + 1e-5
 
@@ -197,12 +198,13 @@ def test_pack_layout():
     assert q.pack().tolist() == [0xF1, 0x02]          # first element in the low nibble
     q2 = fp.quantize(np.array([1.0, -1.0, 0.0, -2.0, 1.0], np.float32), "int2", scale=1.0)
     assert q2.pack().tolist() == [0b10001101, 0b01]    # four per byte from the low bits
-    np.testing.assert_array_equal(fp.QTensor.unpack(q2.pack(), "int2", (5,), 1.0).codes, q2.codes)
+    np.testing.assert_array_equal(fp.QTensor.from_packed(q2.pack(), "int2", (5,), scale=1.0).codes,
+                                  q2.codes)
 
 
 def test_all_zero_and_constant_tensors():
     q = fp.quantize(np.zeros(10, np.float32), "int8")
-    assert q.scale == 1.0 and not q.codes.any()
+    assert q.scale == 0.0 and not q.codes.any()          # Core ML's rule: a zero scale stays 0
     qa = fp.quantize(np.full(4, 0.7, np.float32), "uint8", symmetric=False, float_zero_point=True)
     np.testing.assert_allclose(qa.dequantize(), 0.7)
 
@@ -225,8 +227,16 @@ def test_bad_input():
     y = x.copy()
     y[0, 0] = np.nan
     assert np.isnan(fp.quantize(y, "e4m3", nan="propagate").dequantize()[0, 0])
-    with pytest.raises(ValueError, match="scale: must be finite and positive, got 0.0"):
-        fp.quantize(x, "int8", scale=0.0)
+    with pytest.raises(ValueError, match="scale: must be finite and non-negative, got -1.0"):
+        fp.quantize(x, "int8", scale=-1.0)
+    with pytest.raises(ValueError, match="scale: must be finite and non-negative, got inf"):
+        fp.quantize(x, "int8", scale=np.inf)
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'fmt'"):
+        fp.quantize(x)
+    with pytest.raises(ValueError, match="overflow: expected one of \\['saturate'\\]"):
+        fp.quantize(x, "int8", overflow="wrap")
+    with pytest.raises(ValueError, match="zero_point: give it together with scale"):
+        fp.quantize(x, "int8", zero_point=1)
     with pytest.raises(ValueError, match="zero_point: 300 is outside"):
         fp.quantize(x, "int8", scale=1.0, zero_point=300)
     with pytest.raises(ValueError, match="group_size: 4 does not divide axis 1 of length 6"):
@@ -235,7 +245,7 @@ def test_bad_input():
         fp.quantize(x, "int8", axis=2)
     with pytest.raises(ValueError, match="scale: expected shape"):
         fp.quantize(x, "int8", scale=np.ones(3), axis=1)
-    with pytest.raises(TypeError, match="x: expected float values"):
+    with pytest.raises(TypeError, match="x: expected float16, float32, float64 or bfloat16 values"):
         fp.quantize(np.ones(3, np.int32), "int8")
     with pytest.raises(ValueError, match="fmt: unknown format"):
         fp.quantize(x, "int99")
@@ -277,7 +287,7 @@ def test_non_finite_found_by_the_compiled_pass(rng):
     x2 = rng.standard_normal((64, 96)).astype(np.float32)
     for kw in ({"axis": 0}, {"axis": 1, "group_size": 32}, {"axis": 1}):
         q = fp.quantize(x2, "int4", **kw)
-        s = fp.quantize.__globals__["_expand"](q.scale, x2.shape, q.axis, q.group_size)
+        s = expand_param(q.scale, x2.shape, q.axis, q.group_size)
         want = np.clip(np.rint(x2 / s), -8, 7)
         np.testing.assert_array_equal(q.codes, want, err_msg=str(kw))
 
@@ -287,11 +297,11 @@ def test_fp8_rounding_modes(rng):
     for mode in ("nearest_even", "toward_zero"):
         q = fp.quantize(x, "e4m3", scale=0.5, rounding=mode)
         np.testing.assert_array_equal(q.codes, fp.to_fp8((x / np.float32(0.5)).astype(np.float32), "e4m3",
-                                                        saturate=True, rounding=mode))
+                                                        rounding=mode))
     q1 = fp.quantize(x, "e4m3", scale=0.5, rounding="stochastic", seed=4)
     q2 = fp.quantize(x, "e4m3", scale=0.5, rounding="stochastic", seed=4)
     np.testing.assert_array_equal(q1.codes, q2.codes)
-    with pytest.raises(ValueError, match="rounding: FP8 formats take"):
+    with pytest.raises(ValueError, match="rounding: float formats take"):
         fp.quantize(x, "e4m3", rounding="floor")
 
 
@@ -326,14 +336,15 @@ def test_fp8_per_tensor_equals_divide_then_convert(fmt, rounding, saturate):
     odd length, overflowing quotients, NaN where the format has one)."""
     rng = np.random.default_rng(3)
     x = (rng.standard_normal(200_003) * 10.0 ** rng.integers(-8, 8, 200_003)).astype(np.float32)
-    f = fp.formats.as_float_format(fmt)
+    f = fp.formats.as_format(fmt)
     nan = "raise"
     if f.nan is not None:
         x[::997] = np.nan
         nan = "propagate"
     s = np.float32(0.37)
-    q = fp.quantize(x, fmt, scale=s, rounding=rounding, saturate=saturate, seed=11, nan=nan,
+    ovf = "saturate" if saturate or f.nan is None else "nonfinite"
+    q = fp.quantize(x, fmt, scale=s, rounding=rounding, overflow=ovf, seed=11, nan=nan,
                     num_threads=2)
     with np.errstate(over="ignore", invalid="ignore"):
-        want = fp.to_fp8(x / s, fmt, rounding=rounding, saturate=saturate, seed=11)
+        want = fp.to_fp8(x / s, fmt, rounding=rounding, overflow=ovf, seed=11)
     np.testing.assert_array_equal(q.codes, want)
