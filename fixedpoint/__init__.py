@@ -18,7 +18,9 @@ from .requant import qlinear, quantize_multiplier, requantize
 from . import metrics
 from . import rtl
 from . import profiles
-from .profiles import AcceleratorProfile, LinearTrace
+from .profiles import AcceleratorProfile, QuantSpec, OutputSpec, CostModel
+from . import layers
+from .layers import LayerTrace
 
 __all__ = [
     "IntFormat", "FloatFormat",
@@ -30,5 +32,6 @@ __all__ = [
     "QTensor", "quantize", "dequantize", "fake_quant", "metrics",
     "Calibrator", "DelayedScaling",
     "set_num_threads", "get_num_threads",
-    "rtl", "profiles", "AcceleratorProfile", "LinearTrace",
+    "rtl", "profiles", "AcceleratorProfile", "QuantSpec", "OutputSpec", "CostModel",
+    "layers", "LayerTrace",
 ]

@@ -1,24 +1,31 @@
 """Accelerator profiles: every rule that decides a layer's bits, as data.
 
-An :class:`AcceleratorProfile` names the weight and activation formats, the
-scale granularity, the accumulator, the requantization rounding and the output
-type of one target, plus the cost figures the design study uses (energy per
-operation, peak throughput, memory bandwidth).  Profiles are frozen
-dataclasses, saved to and loaded from TOML or JSON; no kernel branches on a
-profile's name.
+An :class:`AcceleratorProfile` is nested frozen data that mirrors its file:
 
-:meth:`AcceleratorProfile.linear` runs one fully connected layer on float
-inputs as the target would and returns the float result and a
-:class:`LinearTrace` (codes, scales, accumulator values and overflow counts).
-It is a composition of the public primitives only (:func:`fixedpoint.quantize`,
-:func:`fixedpoint.matmul`, :func:`fixedpoint.fp8_matmul`,
-:func:`fixedpoint.quantize_multiplier`, :func:`fixedpoint.requantize`), in the
-order its docstring states.
+``weights``, ``activations`` (:class:`QuantSpec`)
+    format, scale granularity, group size, symmetry, narrow range,
+    calibration, rounding, overflow, the format the scales are stored in,
+    and (activations) whether scales are static or computed per call;
+``accumulator``
+    an :class:`~fixedpoint.Accumulator` (integer formats) or a
+    :class:`~fixedpoint.TensorCoreAccumulator` (float formats);
+``output`` (:class:`OutputSpec`)
+    what a layer hands on: INT8 codes through a requantization ``method``,
+    or float32/float16/bfloat16;
+``vector``
+    the arithmetic of the vector units between layers (float32, float16 as
+    on the Neural Engine, bfloat16): the graph runner rounds every other
+    operator's outputs to it;
+``cost`` (:class:`CostModel`) and ``notes`` (what is public, what is assumed).
 
-Built-in profiles (:func:`names`): ``ane-int8``, ``h100-fp8``,
-``h100-fp8-fast``, ``h100-fp8-e5m2``, ``h100-int8``, ``edge-int4``,
-``int2-research`` and ``fp32``.  :func:`get` returns one, :func:`load` reads a
-user file (and registers it), :func:`register` adds a profile made in Python.
+Profiles never run anything: :mod:`fixedpoint.layers` executes them.  Files
+(TOML or JSON) are read and written by walking the dataclasses, so a file has
+exactly the fields above; custom formats are tables (``format = {kind =
+"float", exp_bits = 4, man_bits = 3, ...}``).  Files in the flat layout of
+fixedpoint 0.1 still load, with a ``DeprecationWarning`` naming what moved.
+
+Built-in profiles (:func:`names`); :func:`get` returns one (or reads a file
+without registering it), :func:`register` adds one under its name.
 """
 from __future__ import annotations
 
@@ -26,695 +33,440 @@ import dataclasses
 import json
 import math
 import sys
+import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .accumulate import Accumulator, matmul
-from .formats import FloatFormat, IntFormat
-from .quantization import QTensor, quantize, ROUNDING
+from .accumulate import Accumulator
 from .calibrate import CALIBRATION
-from .formats import as_format as _as_format
-from .requant import REQUANT_ROUNDING, quantize_multiplier, requantize
-from .tensorcore import TensorCoreAccumulator, _round_to_bf16, fp8_matmul
+from .formats import FloatFormat, IntFormat, as_format
+from .fp8 import OVERFLOW_MODES, ROUNDING_MODES
+from .quantization import ROUNDING
+from .requant import REQUANT_ROUNDING
+from .tensorcore import TensorCoreAccumulator
 
-__all__ = ["AcceleratorProfile", "LinearTrace", "get", "names", "register", "load", "loads",
-           "GRANULARITY", "OUTPUTS"]
+__all__ = ["AcceleratorProfile", "QuantSpec", "OutputSpec", "CostModel", "Notes", "get", "names",
+           "register", "load", "loads", "BUILTIN_NAMES", "WEIGHT_GRANULARITY",
+           "ACTIVATION_GRANULARITY", "OUTPUTS", "SCALE_FORMATS", "VECTOR_TYPES"]
 
-#: Scale granularity of the weights.
-GRANULARITY = {
+#: Scale granularity of a K x N weight matrix: one line each.
+WEIGHT_GRANULARITY = {
     "tensor": "one scale for the whole weight matrix",
     "channel": "one scale per output channel (column of the K x N weight matrix)",
     "group": "one scale per group of `group_size` consecutive inputs of each output channel",
 }
-
-#: What a layer hands to the next one.
+#: Scale granularity of activations (..., K): one line each.
+ACTIVATION_GRANULARITY = {
+    "tensor": "one scale for the whole tensor (static from calibration, or per call)",
+    "token": "one scale per row (token): computed per call, as LLM.int8() and ZeroQuant do",
+}
+#: What a layer hands to the next operator: one line each.
 OUTPUTS = {
     "int8": "requantized to INT8 codes with the output scale (integer pipelines)",
     "float32": "float32",
     "float16": "IEEE half, rounded to nearest even from float32",
     "bfloat16": "bfloat16, rounded to nearest even from float32",
 }
-
-# (section, key, attribute) of every scalar field in a profile file
-_LAYOUT = [
-    ("", "name", "name"), ("", "description", "description"),
-    ("weights", "format", "weight_format"), ("weights", "granularity", "weight_granularity"),
-    ("weights", "group_size", "weight_group_size"), ("weights", "symmetric", "weight_symmetric"),
-    ("weights", "narrow_range", "weight_narrow_range"), ("weights", "calibration", "weight_calibration"),
-    ("activations", "format", "activation_format"),
-    ("activations", "symmetric", "activation_symmetric"),
-    ("activations", "calibration", "activation_calibration"),
-    ("output", "type", "output"), ("output", "requantize", "requantize"),
-    ("output", "rounding", "rounding"), ("output", "fp8_saturate", "fp8_saturate"),
-    ("cost", "mul_pj", "mul_pj"), ("cost", "add_pj", "add_pj"),
-    ("cost", "epilogue_pj", "epilogue_pj"),
-    ("cost", "dram_pj_per_64bit", "dram_pj_per_64bit"),
-    ("cost", "sram_pj_per_64bit", "sram_pj_per_64bit"),
-    ("cost", "scale_bytes", "scale_bytes"),
-    ("cost", "peak_ops_per_s", "peak_ops_per_s"),
-    ("cost", "memory_bandwidth_bytes_per_s", "memory_bandwidth_bytes_per_s"),
-    ("cost", "source", "cost_source"),
-    ("notes", "public", "public"), ("notes", "assumptions", "assumptions"),
-]
-_KEY_OF = {attr: (f"{sec}.{key}" if sec else key) for sec, key, attr in _LAYOUT}
-_ACC_FIELDS = {"integer": [f.name for f in dataclasses.fields(Accumulator)],
-               "tensor_core": [f.name for f in dataclasses.fields(TensorCoreAccumulator)]}
+#: Formats the scales are stored (and computed with) in: one line each.
+SCALE_FORMATS = {
+    "float32": "IEEE single",
+    "float16": "IEEE half: the calibrated float32 scale rounded to nearest even",
+    "bfloat16": "bfloat16: the calibrated float32 scale rounded to nearest even",
+}
+#: Arithmetic of the vector units between layers: one line each.
+VECTOR_TYPES = {
+    "float32": "float32, as the reference",
+    "float16": "every other operator's output rounded to IEEE half (as the Neural Engine)",
+    "bfloat16": "every other operator's output rounded to bfloat16",
+}
 
 
-def _label(attr: str) -> str:
-    key = _KEY_OF.get(attr, attr)
-    return attr if key == attr else f"{attr} ({key})"
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
-def _fmt(name: str, attr: str):
-    if name == "float32":
-        return None
-    try:
-        return _as_format(name)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{_label(attr)}: {e}") from None
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
-def _storage_bits(f) -> int:
-    if f is None:
-        return 32
-    return f.nbits if isinstance(f, FloatFormat) else f.bits
+def _choice(v, key, choices):
+    if not isinstance(v, str):
+        raise TypeError(f"{key}: expected one of {list(choices)}, got {v!r}")
+    if v not in choices:
+        raise ValueError(f"{key}: expected one of {list(choices)}, got {v!r}")
+
+
+def _bool(v, key):
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{key}: expected true or false, got {v!r}")
 
 
 @dataclass(frozen=True)
-class LinearTrace:
-    """What :meth:`AcceleratorProfile.linear` computed on the way.
+class QuantSpec:
+    """How one operand (weights or activations) is quantized.
 
-    Attributes
+    Parameters
     ----------
-    x, w : QTensor or None
-        The quantized input and weights (None for the float profile).
-    accumulator : ndarray or None
-        Integer profiles: the accumulator register values (int32/int64),
-        bias included when the bias is the register's initial value; FP8
-        profiles: the float32 tensor-core result, scaled, before the bias.
-    overflow : ndarray of int64 or None
-        Per output element, how many accumulator adds wrapped or clamped
-        (integer profiles, summed over groups).
-    output_codes : ndarray or None
-        The requantized codes (``output="int8"``).
-    output_scale, output_zero_point :
-        Their scale and zero point.
-    clipped_inputs : int
-        How many inputs lay beyond the activation format's range at the
-        scale used (and were saturated).
+    format : str, IntFormat or FloatFormat
+        The element format (``"int8"``, ``"int4"``, ``"e4m3"``, a custom format).
+    granularity : str
+        ``WEIGHT_GRANULARITY`` for weights, ``ACTIVATION_GRANULARITY`` for activations.
+    group_size : int or None
+        Inputs per group (``"group"`` only).  A reduction length that is not
+        a multiple is padded with zeros (the last group is shorter, as ONNX
+        blocked quantization allows).
+    symmetric : bool
+        Zero point 0 (signed formats), or an integer zero point.
+    narrow_range : bool
+        ``[-2^(b-1) + 1, 2^(b-1) - 1]`` (signed, symmetric integer formats).
+    calibration : str
+        How the range is found (:data:`fixedpoint.calibrate.CALIBRATION`).
+    rounding : str
+        Rounding of ``x / scale`` (:data:`fixedpoint.quantization.ROUNDING`;
+        float formats: nearest_even, toward_zero, stochastic).
+    overflow : {"saturate", "nonfinite"}
+        Float formats: saturating conversion (Hopper) or Inf/NaN; integer
+        formats always saturate.
+    scale_format : str
+        ``SCALE_FORMATS``: what the scales are stored in.
+    static : bool
+        Activations: scales fixed by calibration (True) or computed from each
+        call's data (False; required for per-token scales).  Weights are
+        always quantized once.
     """
 
-    x: QTensor | None = None
-    w: QTensor | None = None
-    accumulator: np.ndarray | None = None
-    overflow: np.ndarray | None = None
-    output_codes: np.ndarray | None = None
-    output_scale: np.float32 | None = None
-    output_zero_point: int | None = None
-    clipped_inputs: int = 0
+    format: typing.Any
+    granularity: str = "tensor"
+    group_size: int | None = None
+    symmetric: bool = True
+    narrow_range: bool = False
+    calibration: str = "minmax"
+    rounding: str = "nearest_even"
+    overflow: str = "saturate"
+    scale_format: str = "float32"
+    static: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "format", as_format(self.format, "format"))
+        for key in ("symmetric", "narrow_range", "static"):
+            _bool(getattr(self, key), key)
+        _choice(self.granularity, "granularity",
+                {**WEIGHT_GRANULARITY, **ACTIVATION_GRANULARITY})
+        gs = self.group_size
+        if self.granularity == "group":
+            if not _is_int(gs) or gs < 1:
+                raise ValueError(f"group_size: group granularity needs a positive int, got {gs!r}")
+            object.__setattr__(self, "group_size", int(gs))
+        elif gs is not None:
+            raise ValueError("group_size: only for granularity 'group'")
+        _choice(self.calibration, "calibration", CALIBRATION)
+        _choice(self.rounding, "rounding", ROUNDING)
+        _choice(self.scale_format, "scale_format", SCALE_FORMATS)
+        f = self.format
+        if isinstance(f, FloatFormat):
+            _choice(self.overflow, "overflow", OVERFLOW_MODES)
+            if self.overflow == "nonfinite" and f.nan is None and not f.inf:
+                raise ValueError(f"overflow: {f.name} has neither Inf nor NaN; use 'saturate'")
+            if self.rounding not in ROUNDING_MODES:
+                raise ValueError(f"rounding: float formats take {list(ROUNDING_MODES)}, "
+                                 f"got {self.rounding!r}")
+            if self.narrow_range:
+                raise ValueError("narrow_range: applies to integer formats")
+        else:
+            _choice(self.overflow, "overflow", ("saturate",))
+            if f.narrow:
+                raise ValueError(f"format: give the base format and narrow_range = true, not "
+                                 f"{f.name}")
+            if self.symmetric and not f.signed:
+                raise ValueError(f"symmetric: {f.name} is unsigned; use symmetric = false")
+            if self.narrow_range and not (f.signed and self.symmetric):
+                raise ValueError("narrow_range: needs a signed format and symmetric scales")
 
     @property
-    def overflow_count(self) -> int:
-        """Total accumulator overflows (0 where the profile has no integer accumulator)."""
-        return 0 if self.overflow is None else int(self.overflow.sum())
+    def element_format(self):
+        """The format of the codes (narrow range applied)."""
+        f = self.format
+        if isinstance(f, IntFormat) and self.narrow_range:
+            return IntFormat(f.bits, True, True)
+        return f
+
+    @property
+    def bits(self) -> int:
+        f = self.format
+        return f.nbits if isinstance(f, FloatFormat) else f.bits
+
+    @property
+    def scale_bytes(self) -> int:
+        return {"float32": 4, "float16": 2, "bfloat16": 2}[self.scale_format]
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What a layer hands to the next operator.
+
+    Parameters
+    ----------
+    type : str
+        ``OUTPUTS``: ``"int8"`` requantizes; the others round float32 results.
+    method : str or None
+        Requantization arithmetic for ``type = "int8"``
+        (:data:`fixedpoint.requant.REQUANT_ROUNDING`); None otherwise.
+    overflow : {"saturate", "nonfinite"}
+        float16/bfloat16 results beyond the format's largest finite value:
+        clamp, or Inf as the IEEE conversion gives (INT8 always saturates).
+    """
+
+    type: str = "float32"
+    method: str | None = None
+    overflow: str = "saturate"
+
+    def __post_init__(self):
+        _choice(self.type, "type", OUTPUTS)
+        _choice(self.overflow, "overflow", OVERFLOW_MODES)
+        if self.type == "int8":
+            if self.method is None:
+                raise ValueError("method: 'int8' output needs a requantization method, one of "
+                                 f"{list(REQUANT_ROUNDING)}")
+            _choice(self.method, "method", REQUANT_ROUNDING)
+        elif self.method is not None:
+            raise ValueError(f"method: only with type = 'int8', not {self.type!r}")
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Cost figures of the target, for the design study's estimates.
+
+    Energies in pJ: one multiply and one accumulator add; the epilogue per
+    output value (requantize or float rescale, per group for per-group
+    scales); 64 bits of weights from DRAM and of activations through the
+    cache.  Peak operations per second (2 per multiply-add) and memory
+    bandwidth give a roofline time.  ``source`` says where they come from.
+    """
+
+    mul_pj: float = 0.2
+    add_pj: float = 0.1
+    epilogue_pj: float = 3.7
+    dram_pj_per_64bit: float = 1300.0
+    sram_pj_per_64bit: float = 10.0
+    peak_ops_per_s: float = 1e12
+    memory_bandwidth_bytes_per_s: float = 1e11
+    source: str = ""
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            if f.name == "source":
+                if not isinstance(self.source, str):
+                    raise TypeError(f"source: expected a string, got {self.source!r}")
+                continue
+            v = getattr(self, f.name)
+            if not _is_number(v):
+                raise TypeError(f"{f.name}: expected a number, got {v!r}")
+            positive = f.name.startswith(("peak", "memory"))
+            if not math.isfinite(v) or v < 0 or (positive and v == 0):
+                raise ValueError(f"{f.name}: expected a finite {'positive' if positive else 'non-negative'}"
+                                 f" number, got {v!r}")
+            object.__setattr__(self, f.name, float(v))
+
+
+@dataclass(frozen=True)
+class Notes:
+    """What is public about the target, and what the profile assumes."""
+
+    public: tuple = ()
+    assumptions: tuple = ()
+
+    def __post_init__(self):
+        for key in ("public", "assumptions"):
+            v = getattr(self, key)
+            if isinstance(v, str) or not isinstance(v, (list, tuple)) or \
+                    not all(isinstance(s, str) for s in v):
+                raise TypeError(f"{key}: expected a list of strings, got {v!r}")
+            object.__setattr__(self, key, tuple(v))
 
 
 @dataclass(frozen=True)
 class AcceleratorProfile:
     """Everything that decides the bits of a layer on one target, and what it costs.
 
-    Formats are names: integer formats (``"int8"``, ``"int4"``, ``"int2"``, ...),
-    FP8 formats (``"e4m3"``, ``"e5m2"``) or ``"float32"`` (no quantization).
-
     Parameters
     ----------
     name, description : str
-    weight_format : str
-    weight_granularity : {"tensor", "channel", "group"}
-        See ``GRANULARITY``.  Channels are the N columns of a K x N weight.
-    weight_group_size : int or None
-        Inputs per group (``"group"`` only); must divide K.
-    weight_symmetric, weight_narrow_range : bool
-        Symmetric scales (zero point 0); ``[-2^(b-1) + 1, 2^(b-1) - 1]``.
-    weight_calibration : str
-        One of :data:`fixedpoint.quantize.CALIBRATION`.
-    activation_format : str
-    activation_symmetric : bool
-    activation_calibration : str
-        How static activation scales are found from calibration data (the study);
-        :meth:`linear` without ``x_scale`` calibrates per call ("minmax").
+    weights, activations : QuantSpec or None
+        None for both: the float32 reference (no quantization).
     accumulator : Accumulator, TensorCoreAccumulator or None
-        Integer formats need an :class:`Accumulator`, FP8 formats a
-        :class:`TensorCoreAccumulator`, ``float32`` none.
-    output : {"int8", "float32", "float16", "bfloat16"}
-        See ``OUTPUTS``.
-    requantize : {"double", "single", "float"} or None
-        Requantization arithmetic for ``output="int8"`` (see
-        :data:`fixedpoint.requant.REQUANT_ROUNDING`); None otherwise.
-    rounding : str
-        Rounding of the quantizers (``x / scale`` to a code).
-    fp8_saturate : bool
-        FP8 conversion saturates to the largest finite value (Hopper
-        ``satfinite``) rather than producing Inf/NaN.
-    mul_pj, add_pj : float
-        Energy of one multiply and one accumulator add (pJ).
-    epilogue_pj : float
-        Energy per output value of the rescale (requantize or float scale).
-    dram_pj_per_64bit, sram_pj_per_64bit : float
-        Energy of reading 64 bits of weights (DRAM) and of activations (cache).
-    scale_bytes : int
-        Bytes per stored scale.
-    peak_ops_per_s, memory_bandwidth_bytes_per_s : float
-        For the roofline estimate (2 operations per multiply-add).
-    cost_source : str
-        Where the cost figures come from.
-    public, assumptions : tuple of str
-        What is public about the target, and what the profile assumes.
+    output : OutputSpec
+    vector : str
+        ``VECTOR_TYPES``: the arithmetic between layers.
+    cost : CostModel
+    notes : Notes
+
+    Examples
+    --------
+    >>> from fixedpoint import profiles
+    >>> p = profiles.get("ane-int8")
+    >>> p.weights.format.name, p.weights.granularity, p.output.method
+    ('int8', 'channel', 'double')
+    >>> import dataclasses
+    >>> wide = dataclasses.replace(p, name="ane-int8-acc20",
+    ...                            accumulator=dataclasses.replace(p.accumulator, bits=20))
+    >>> profiles.loads(wide.to_toml()) == wide
+    True
     """
 
     name: str
     description: str = ""
-    weight_format: str = "int8"
-    weight_granularity: str = "channel"
-    weight_group_size: int | None = None
-    weight_symmetric: bool = True
-    weight_narrow_range: bool = False
-    weight_calibration: str = "minmax"
-    activation_format: str = "int8"
-    activation_symmetric: bool = True
-    activation_calibration: str = "minmax"
-    accumulator: Accumulator | TensorCoreAccumulator | None = Accumulator(32, "wrap")
-    output: str = "float32"
-    requantize: str | None = None
-    rounding: str = "nearest_even"
-    fp8_saturate: bool = True
-    mul_pj: float = 0.2
-    add_pj: float = 0.1
-    epilogue_pj: float = 3.7
-    dram_pj_per_64bit: float = 1300.0
-    sram_pj_per_64bit: float = 10.0
-    scale_bytes: int = 4
-    peak_ops_per_s: float = 1e12
-    memory_bandwidth_bytes_per_s: float = 1e11
-    cost_source: str = ""
-    public: tuple = field(default_factory=tuple)
-    assumptions: tuple = field(default_factory=tuple)
+    weights: QuantSpec | None = None
+    activations: QuantSpec | None = None
+    accumulator: typing.Any = None
+    output: OutputSpec = OutputSpec()
+    vector: str = "float32"
+    cost: CostModel = CostModel()
+    notes: Notes = Notes()
 
     def __post_init__(self):
-        for attr in ("name", "description", "weight_format", "weight_granularity",
-                     "weight_calibration", "activation_format", "activation_calibration",
-                     "output", "rounding", "cost_source"):
-            if not isinstance(getattr(self, attr), str):
-                raise TypeError(f"{_label(attr)}: expected a string, got "
-                                f"{type(getattr(self, attr)).__name__}")
+        for key in ("name", "description"):
+            if not isinstance(getattr(self, key), str):
+                raise TypeError(f"{key}: expected a string, got {getattr(self, key)!r}")
         if not self.name:
             raise ValueError("name: must not be empty")
-        for attr in ("weight_symmetric", "weight_narrow_range", "activation_symmetric", "fp8_saturate"):
-            if not isinstance(getattr(self, attr), (bool, np.bool_)):
-                raise TypeError(f"{_label(attr)}: expected true or false, got {getattr(self, attr)!r}")
-        for attr in ("mul_pj", "add_pj", "epilogue_pj", "dram_pj_per_64bit", "sram_pj_per_64bit",
-                     "peak_ops_per_s", "memory_bandwidth_bytes_per_s"):
-            v = getattr(self, attr)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-                raise TypeError(f"{_label(attr)}: expected a number, got {v!r}")
-            if not math.isfinite(v) or v < 0 or (attr.startswith(("peak", "memory")) and v == 0):
-                raise ValueError(f"{_label(attr)}: expected a finite positive number, got {v!r}")
-            object.__setattr__(self, attr, float(v))
-        if isinstance(self.scale_bytes, bool) or not isinstance(self.scale_bytes, (int, np.integer)) \
-                or self.scale_bytes < 0:
-            raise ValueError(f"{_label('scale_bytes')}: expected a non-negative int, got {self.scale_bytes!r}")
-        for attr in ("public", "assumptions"):
-            v = getattr(self, attr)
-            if isinstance(v, str) or not all(isinstance(s, str) for s in v):
-                raise TypeError(f"{_label(attr)}: expected a list of strings, got {v!r}")
-            object.__setattr__(self, attr, tuple(v))
-        fw = _fmt(self.weight_format, "weight_format")
-        fa = _fmt(self.activation_format, "activation_format")
-        if (fw is None) != (fa is None):
-            raise ValueError("weight_format (weights.format): float32 weights need float32 activations "
-                             "and the other way round")
-        if self.weight_granularity not in GRANULARITY:
-            raise ValueError(f"{_label('weight_granularity')}: expected one of {list(GRANULARITY)}, "
-                             f"got {self.weight_granularity!r}")
-        gs = self.weight_group_size
-        if self.weight_granularity == "group":
-            if isinstance(gs, bool) or not isinstance(gs, (int, np.integer)) or gs < 1:
-                raise ValueError(f"{_label('weight_group_size')}: group granularity needs a positive "
-                                 f"int, got {gs!r}")
-            object.__setattr__(self, "weight_group_size", int(gs))
-        elif gs is not None:
-            raise ValueError(f"{_label('weight_group_size')}: only for weight_granularity='group'")
-        for attr in ("weight_calibration", "activation_calibration"):
-            if getattr(self, attr) not in CALIBRATION:
-                raise ValueError(f"{_label(attr)}: expected one of {list(CALIBRATION)}, "
-                                 f"got {getattr(self, attr)!r}")
-        if self.rounding not in ROUNDING:
-            raise ValueError(f"{_label('rounding')}: expected one of {list(ROUNDING)}, got {self.rounding!r}")
-        if self.output not in OUTPUTS:
-            raise ValueError(f"{_label('output')}: expected one of {list(OUTPUTS)}, got {self.output!r}")
-        if self.requantize is not None and self.requantize not in REQUANT_ROUNDING:
-            raise ValueError(f"{_label('requantize')}: expected one of {list(REQUANT_ROUNDING)} or "
-                             f"none, got {self.requantize!r}")
-        acc = self.accumulator
-        if fw is None:
+        for key, cls in (("weights", QuantSpec), ("activations", QuantSpec), ("output", OutputSpec),
+                         ("cost", CostModel), ("notes", Notes)):
+            v = getattr(self, key)
+            if not (v is None and key in ("weights", "activations")) and not isinstance(v, cls):
+                raise TypeError(f"{key}: expected a {cls.__name__}, got {type(v).__name__}")
+        _choice(self.vector, "vector", VECTOR_TYPES)
+        w, a, acc = self.weights, self.activations, self.accumulator
+        if (w is None) != (a is None):
+            raise ValueError("weights: give both weights and activations, or neither (the float32 "
+                             "reference)")
+        if w is None:
             if acc is not None:
-                raise ValueError("accumulator: the float32 profile has no accumulator model")
-            if self.output == "int8" or self.requantize is not None:
-                raise ValueError("output (output.type): float32 profiles output floats, no requantize")
+                raise ValueError("accumulator: the float32 reference has no accumulator model")
+            if self.output.type == "int8":
+                raise ValueError("output.type: the float32 reference outputs floats")
             return
-        is_int = isinstance(fw, IntFormat)
-        if is_int != isinstance(fa, IntFormat):
-            raise ValueError("activation_format (activations.format): weights and activations must be "
-                             "both integer or both FP8")
+        _choice(w.granularity, "weights.granularity", WEIGHT_GRANULARITY)
+        _choice(a.granularity, "activations.granularity", ACTIVATION_GRANULARITY)
+        if a.granularity == "token" and a.static:
+            raise ValueError("activations.static: per-token scales are computed per call; set "
+                             "static = false")
+        is_int = isinstance(w.format, IntFormat)
+        if is_int != isinstance(a.format, IntFormat):
+            raise ValueError("activations.format: weights and activations must be both integer or "
+                             "both float formats")
         if is_int:
             if not isinstance(acc, Accumulator):
-                raise ValueError(f"accumulator: integer formats need an Accumulator, got "
-                                 f"{type(acc).__name__}")
-            if fw.bits > 8 or fa.bits > 8:
-                raise ValueError("weight_format (weights.format): integer formats of at most 8 bits")
-            if self.weight_symmetric and not fw.signed:
-                raise ValueError(f"{_label('weight_symmetric')}: {fw.name} is unsigned")
-            if self.activation_symmetric and not fa.signed:
-                raise ValueError(f"{_label('activation_symmetric')}: {fa.name} is unsigned")
-            if self.weight_narrow_range and not (fw.signed and self.weight_symmetric):
-                raise ValueError(f"{_label('weight_narrow_range')}: needs signed, symmetric weights")
+                raise ValueError(f"accumulator: integer formats need an Accumulator "
+                                 f"(kind = 'integer'), got {type(acc).__name__}")
+            if w.bits > 8 or a.bits > 8:
+                raise ValueError("weights.format: integer formats of at most 8 bits")
         else:
             if not isinstance(acc, TensorCoreAccumulator):
-                raise ValueError(f"accumulator: FP8 formats need a TensorCoreAccumulator, got "
-                                 f"{type(acc).__name__}")
-            if self.weight_granularity == "group":
-                raise ValueError(f"{_label('weight_granularity')}: FP8 weights take 'tensor' or 'channel'")
-            if self.weight_narrow_range:
-                raise ValueError(f"{_label('weight_narrow_range')}: applies to integer weights")
-            if self.rounding not in ("nearest_even", "toward_zero", "stochastic"):
-                raise ValueError(f"{_label('rounding')}: FP8 formats take 'nearest_even', 'toward_zero' "
-                                 f"or 'stochastic'")
-        if self.output == "int8":
-            if not is_int or self.requantize is None:
-                raise ValueError("output (output.type): 'int8' output needs integer formats and a "
-                                 "requantize rounding")
-            if self.weight_granularity == "group":
-                raise ValueError("output (output.type): 'int8' output needs one scale per channel "
+                raise ValueError(f"accumulator: float formats need a TensorCoreAccumulator "
+                                 f"(kind = 'tensor_core'), got {type(acc).__name__}")
+            if w.granularity == "group":
+                raise ValueError("weights.granularity: float weights take 'tensor' or 'channel'")
+        if self.output.type == "int8":
+            if not is_int:
+                raise ValueError("output.type: 'int8' output needs integer formats")
+            if w.granularity == "group":
+                raise ValueError("output.type: 'int8' output needs one weight scale per channel "
                                  "(per-group scales are applied in float)")
-        elif self.requantize is not None:
-            raise ValueError(f"{_label('requantize')}: only with output='int8'")
 
-    # -- formats ---------------------------------------------------------------
-    @property
-    def weight_fmt(self):
-        """The weight format object (None for float32)."""
-        f = _fmt(self.weight_format, "weight_format")
-        if isinstance(f, IntFormat) and self.weight_narrow_range:
-            f = IntFormat(f.bits, True, True)
-        return f
-
-    @property
-    def activation_fmt(self):
-        """The activation format object (None for float32)."""
-        return _fmt(self.activation_format, "activation_format")
-
+    # -- what it is ------------------------------------------------------------
     @property
     def is_float(self) -> bool:
-        return self.weight_fmt is None
+        """True for the float32 reference (nothing is quantized)."""
+        return self.weights is None
 
     @property
     def doc(self) -> str:
         """The profile described in words: what it is, what is public, what is assumed."""
         lines = [f"{self.name}: {self.description}"]
-        if self.public:
-            lines += ["", "Public:"] + [f"  - {s}" for s in self.public]
-        if self.assumptions:
-            lines += ["", "Assumed (override in a profile file):"] + [f"  - {s}" for s in self.assumptions]
-        if self.cost_source:
-            lines += ["", f"Cost figures: {self.cost_source}"]
+        if self.notes.public:
+            lines += ["", "Public:"] + [f"  - {s}" for s in self.notes.public]
+        if self.notes.assumptions:
+            lines += ["", "Assumed (override in a profile file):"] + \
+                     [f"  - {s}" for s in self.notes.assumptions]
+        if self.cost.source:
+            lines += ["", f"Cost figures: {self.cost.source}"]
         return "\n".join(lines)
-
-    # -- the layer -------------------------------------------------------------
-    def quantize_weights(self, w, bias=None, x_scale=None) -> QTensor | None:
-        """The weights as this target stores them (K x N, channels are columns).
-
-        For ``output="int8"`` the bias is stored as int32 at scale
-        ``x_scale * w_scale``; given ``bias`` and ``x_scale``, a channel whose
-        weight scale is too small for its bias to fit in half the accumulator
-        (2^30 for 32 bits) has its weight scale raised until it does
-        (TensorFlow Lite's converter does the same for near-zero channels)."""
-        if self.is_float:
-            return None
-        W = np.asarray(w)
-        if W.ndim != 2:
-            raise ValueError(f"w: expected a K x N weight matrix, got shape {W.shape}")
-        axis = {"tensor": None, "channel": 1, "group": 0}[self.weight_granularity]
-        gs = self.weight_group_size
-        if gs is not None and W.shape[0] % gs:
-            raise ValueError(f"w: the group size {gs} does not divide K = {W.shape[0]}")
-        f = self.weight_fmt
-        kw = dict(axis=axis, group_size=gs, calibration=self.weight_calibration, rounding=self.rounding)
-        if isinstance(f, FloatFormat):
-            return quantize(W, f, saturate=self.fp8_saturate, **kw)
-        base = IntFormat(f.bits, f.signed)
-        q = quantize(W, base, symmetric=self.weight_symmetric, narrow_range=self.weight_narrow_range, **kw)
-        if bias is None or x_scale is None or self.output != "int8":
-            return q
-        limit = 2.0 ** (self.accumulator.bits - 2)       # half the register: 2^30 for 32 bits
-        need = np.abs(np.asarray(bias, np.float64)) / (np.float64(x_scale) * limit)
-        if self.weight_granularity == "tensor":
-            need = need.max(initial=0.0)
-        if not np.any(np.asarray(q.scale, np.float64) < need):
-            return q
-        sc = np.maximum(np.asarray(q.scale, np.float64), need).astype(np.float32)
-        zp = None if self.weight_symmetric else q.zero_point
-        del kw["calibration"]
-        return quantize(W, base, scale=sc, zero_point=zp, narrow_range=self.weight_narrow_range, **kw)
-
-    def calibrate_activations(self, samples):
-        """Static per-tensor scale and zero point for activations like ``samples``,
-        found with ``activation_calibration``: ``(scale, zero_point)``."""
-        from .calibrate import Calibrator
-        if self.is_float:
-            return None, None
-        f = self.activation_fmt
-        sym = self.activation_symmetric or isinstance(f, FloatFormat)
-        cal = Calibrator(self.activation_calibration, symmetric=sym)
-        cal.update(np.asarray(samples, np.float32))
-        scale, zp = cal.scale_zero_point(f)
-        return np.float32(scale), int(zp)
-
-    def _quantize_x(self, X, x_scale, x_zero_point):
-        f = self.activation_fmt
-        if isinstance(f, FloatFormat):
-            if x_scale is None:
-                return quantize(X, f, saturate=self.fp8_saturate, rounding=self.rounding)
-            return quantize(X, f, scale=x_scale, saturate=self.fp8_saturate, rounding=self.rounding)
-        if x_scale is None:
-            return quantize(X, f, symmetric=self.activation_symmetric, rounding=self.rounding)
-        zp = None if x_zero_point is None else np.int32(x_zero_point)
-        return quantize(X, f, scale=x_scale, zero_point=zp, rounding=self.rounding)
-
-    def linear(self, x, w, bias=None, *, x_scale=None, x_zero_point=None, out_scale=None,
-               out_zero_point=None, weights=None):
-        """One fully connected layer ``x @ w + bias`` as this target computes it.
-
-        Parameters
-        ----------
-        x : array_like of floats, shape (..., K)
-        w : array_like of floats, shape (K, N)
-        bias : array_like of floats, shape (N,), optional
-        x_scale, x_zero_point : optional
-            Static activation quantization (from :meth:`calibrate_activations`);
-            default: calibrated from ``x`` (per tensor, min/max).
-        out_scale, out_zero_point : optional
-            Output quantization for ``output="int8"``; default: calibrated from
-            the layer's own result (min/max of the dequantized accumulator).
-        weights : QTensor, optional
-            Weights already quantized by :meth:`quantize_weights` (skips
-            requantizing ``w`` on every call).
-
-        Returns
-        -------
-        y : ndarray of float32, shape (..., N)
-            The output as the next layer sees it (INT8 outputs dequantized,
-            float16/bfloat16 outputs widened exactly to float32).
-        trace : LinearTrace
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from fixedpoint import profiles
-        >>> x = np.array([[1.0, -2.0, 0.5, 4.0]], np.float32)     # scale 4/127
-        >>> w = np.array([[0.5], [0.25], [1.0], [0.125]], np.float32)  # scale 1/127
-        >>> y, tr = profiles.get("ane-int8").linear(x, w)
-        >>> tr.x.codes.tolist(), tr.w.codes.ravel().tolist()         # ties to even: 63.5 -> 64
-        ([[32, -64, 16, 127]], [64, 32, 127, 16])
-        >>> int(tr.accumulator[0, 0]), tr.output_codes.tolist()     # 4064 * 4/127 * 1/127 = 128/127
-        (4064, [[127]])
-        >>> round(float(y[0, 0]), 6), float((x @ w)[0, 0])
-        (1.007874, 1.0)
-
-        Notes
-        -----
-        The steps, each a public primitive:
-
-        1. ``xq = quantize(x, activation_format, ...)``, ``wq = quantize(w,
-           weight_format, axis=..., group_size=...)`` (:meth:`quantize_weights`).
-        2. Integer formats, per-tensor or per-channel weights,
-           ``output="int8"``: ``acc = matmul(xq.codes - x_zp, wq.codes - w_zp,
-           accumulator, c=bias_q)`` with ``bias_q = round_half_even(bias / (sx
-           * sw))`` as the register's initial value; ``quantize_multiplier(sx
-           * sw / s_out)``, ``requantize`` to INT8, ``y = (codes - zp_out) *
-           s_out``.  Float outputs: ``y = float32(acc) * float32(sx * sw) +
-           bias`` in float32, ``acc`` without bias.
-           Per-group weights: each group of K summed through the accumulator
-           (one batched ``matmul`` whose batches are the groups; no bias),
-           each group's sum scaled by ``float32(sx * sw_g)`` and the groups
-           summed in float32 in group order, then ``+ bias``.
-        3. FP8 formats: ``y = fp8_matmul(xq, wq, scale_a=sx, scale_b=sw,
-           accumulator=...) + bias`` in float32.
-        4. The float result is rounded to ``output`` (nearest even).
-        """
-        X = np.asarray(x)
-        if X.dtype.kind != "f":
-            raise TypeError(f"x: expected floats, got dtype {X.dtype}")
-        W = np.asarray(w) if weights is None else None
-        if W is not None:
-            if W.dtype.kind != "f":
-                raise TypeError(f"w: expected floats, got dtype {W.dtype}")
-            if W.ndim != 2:
-                raise ValueError(f"w: expected a K x N weight matrix, got shape {W.shape}")
-            K, N = W.shape
-        else:
-            if not isinstance(weights, QTensor):
-                raise TypeError(f"weights: expected a QTensor from quantize_weights, got "
-                                f"{type(weights).__name__}")
-            K, N = weights.shape
-        if X.ndim < 1 or X.shape[-1] != K:
-            raise ValueError(f"x: expected shape (..., {K}) to match w, got {X.shape}")
-        B = None
-        if bias is not None:
-            B = np.asarray(bias)
-            if B.dtype.kind not in "fiu" or B.shape != (N,):
-                raise ValueError(f"bias: expected {N} floats, got shape {B.shape} of dtype {B.dtype}")
-            B = B.astype(np.float32)
-            if not np.all(np.isfinite(B)):
-                raise ValueError("bias: must be finite")
-        if self.is_float:
-            y = np.matmul(X.astype(np.float32), W.astype(np.float32))
-            if B is not None:
-                y = y + B
-            return self._cast(y), LinearTrace()
-        xq = self._quantize_x(X, x_scale, x_zero_point)
-        wq = self.quantize_weights(W, B, xq.scale) if weights is None else weights
-        clipped = _count_clipped(X, xq)
-        if isinstance(self.weight_fmt, FloatFormat):
-            acc = fp8_matmul(xq.codes, wq.codes, xq.fmt, wq.fmt, scale_a=xq.scale, scale_b=wq.scale,
-                             accumulator=self.accumulator, out_dtype="float32")
-            y = acc + B if B is not None else acc
-            return self._cast(y), LinearTrace(xq, wq, acc, None, clipped_inputs=clipped)
-        return self._integer_linear(X, xq, wq, B, out_scale, out_zero_point, clipped)
-
-    def _integer_linear(self, X, xq, wq, B, out_scale, out_zero_point, clipped):
-        fa, fw = xq.fmt, wq.fmt
-        xz = int(xq.zero_point)
-        wz = np.asarray(wq.zero_point, np.int16)
-        if self.weight_granularity == "group":
-            wz = np.repeat(wz, self.weight_group_size, axis=0)
-        lo = min(fa.min - xz, fw.min - int(wz.max(initial=0)))
-        hi = max(fa.max - xz, fw.max - int(wz.min(initial=0)))
-        bits = max(2, max(-lo - 1, hi).bit_length() + 1)     # signed bits that hold both operands
-        op = IntFormat(bits, True)
-
-        def centred(codes, z):        # codes - zero point in op's dtype; no copy when z is 0
-            if not np.any(z) and codes.dtype == op.dtype:
-                return codes
-            return (codes.astype(np.int16) - z).astype(op.dtype)
-        xs, ws = centred(xq.codes, np.int16(xz)), centred(wq.codes, wz)
-        sx = np.float32(xq.scale)
-        if self.weight_granularity == "group":
-            g = self.weight_group_size
-            G = xs.shape[-1] // g
-            lead = xs.shape[:-1]
-            # every group's sum through the accumulator in one batched matmul: (G, M, N)
-            xg = np.ascontiguousarray(xs.reshape(-1, G, g).transpose(1, 0, 2))
-            out_shape = lead + (ws.shape[1],)
-            if g * max(-op.min, op.max) ** 2 <= self.accumulator.max:
-                # no group sum can overflow the register: no counts to gather
-                acc_all = matmul(xg, ws.reshape(G, g, -1), op, self.accumulator)
-                overflow = np.zeros(out_shape, np.int64)
-            else:
-                acc_all, n = matmul(xg, ws.reshape(G, g, -1), op, self.accumulator, return_overflow=True)
-                overflow = n.sum(axis=0).reshape(out_shape)
-            acc_all = acc_all.reshape((G,) + out_shape)
-            # float32(acc_g) * float32(sx * sw_g) for every group at once, then the
-            # float32 sum in group order
-            scales = np.stack([(sx * wq.scale[j]).astype(np.float32) for j in range(G)])
-            parts = acc_all.astype(np.float32)
-            parts *= scales.reshape((G,) + (1,) * (acc_all.ndim - 2) + (-1,))
-            y = parts[0].copy()
-            for j in range(1, G):
-                y += parts[j]
-            if B is not None:
-                y = y + B
-            return self._cast(y), LinearTrace(xq, wq, acc_all, overflow, clipped_inputs=clipped)
-        s = (sx * np.asarray(wq.scale, np.float32)).astype(np.float32)      # sx * sw, float32
-        if self.output != "int8":           # int32 result scaled in float32, bias in float32
-            acc_v, overflow = matmul(xs, ws, op, self.accumulator, return_overflow=True)
-            y = acc_v.astype(np.float32) * s
-            if B is not None:
-                y = y + B
-            return self._cast(y), LinearTrace(xq, wq, acc_v, overflow, clipped_inputs=clipped)
-        c = None
-        if B is not None:
-            bq = np.rint(B.astype(np.float64) / s.astype(np.float64))
-            acc = self.accumulator
-            if np.any(np.abs(bq) > acc.max):
-                raise ValueError(f"bias: does not fit the {acc.bits}-bit accumulator at scale "
-                                 f"x_scale * w_scale = {float(np.min(s)):g} (quantize_weights(w, bias, "
-                                 f"x_scale) raises such weight scales)")
-            c = np.broadcast_to(bq.astype(np.int64), X.shape[:-1] + (ws.shape[1],))
-        acc_v, overflow = matmul(xs, ws, op, self.accumulator, c=c, return_overflow=True)
-        if out_scale is None:
-            # min/max of acc * s (s > 0): per column, the column's extremes times its
-            # scale (float64 rounding is monotonic), so no M x N float64 array is made;
-            # the calibrated scale depends on nothing else
-            a2 = acc_v.reshape(-1, acc_v.shape[-1]) if acc_v.ndim else acc_v.reshape(1, 1)
-            s64 = np.broadcast_to(s.astype(np.float64), (a2.shape[1],))
-            ext = np.array([(a2.min(axis=0) * s64).min(), (a2.max(axis=0) * s64).max()])
-            oq = quantize(ext, "int8", symmetric=self.activation_symmetric)
-            out_scale, out_zero_point = oq.scale, int(oq.zero_point)
-        so = np.float32(out_scale)
-        zo = 0 if out_zero_point is None else int(out_zero_point)
-        a32 = np.clip(acc_v.astype(np.int64), -2**31, 2**31 - 1)
-        if self.requantize == "float":
-            codes = requantize(a32, s.astype(np.float64) / np.float64(so), rounding="float",
-                               zero_point=zo, fmt="int8")
-        else:
-            m, sh = quantize_multiplier(s.astype(np.float64) / np.float64(so))
-            codes = requantize(a32, m, sh, zero_point=zo, fmt="int8", rounding=self.requantize)
-        y = (codes.astype(np.float32) - np.float32(zo)) * so
-        return y, LinearTrace(xq, wq, acc_v, overflow, codes, so, zo, clipped)
-
-    def _cast(self, y):
-        y = np.asarray(y, np.float32)
-        if self.output == "float16":
-            with np.errstate(over="ignore"):        # beyond 65504: Inf, as the hardware's cast
-                return y.astype(np.float16).astype(np.float32)
-        if self.output == "bfloat16":
-            return (_round_to_bf16(y).astype(np.uint32) << 16).view(np.float32)
-        return y
 
     # -- costs -----------------------------------------------------------------
     def weight_bytes(self, k: int, n: int, bias: bool = True) -> int:
         """Bytes to store a K x N layer: codes (packed), scales, zero points and bias."""
-        f = self.weight_fmt
-        codes = -(-k * n * _storage_bits(f) // 8)
-        if f is None:
-            return codes + (4 * n if bias else 0)
-        nscales = {"tensor": 1, "channel": n, "group": (k // (self.weight_group_size or 1)) * n}[
-            self.weight_granularity]
-        zps = 0 if (self.weight_symmetric or isinstance(f, FloatFormat)) else nscales * -(-f.bits // 8)
-        return codes + nscales * self.scale_bytes + zps + (4 * n if bias else 0)
+        w = self.weights
+        if w is None:
+            return 4 * k * n + (4 * n if bias else 0)
+        codes = -(-k * n * w.bits // 8)
+        groups = -(-k // w.group_size) if w.granularity == "group" else 1
+        nscales = {"tensor": 1, "channel": n, "group": groups * n}[w.granularity]
+        zps = 0 if (w.symmetric or isinstance(w.format, FloatFormat)) else nscales * -(-w.bits // 8)
+        return codes + nscales * w.scale_bytes + zps + (4 * n if bias else 0)
 
     def _act_bytes(self, which: str) -> float:
         if which == "in":
-            return _storage_bits(self.activation_fmt) / 8
-        return {"int8": 1, "float32": 4, "float16": 2, "bfloat16": 2}[self.output]
+            return 4.0 if self.activations is None else self.activations.bits / 8
+        return {"int8": 1, "float32": 4, "float16": 2, "bfloat16": 2}[self.output.type]
 
-    def energy_pj(self, k: int, n: int, batch: int = 1) -> dict:
-        """Estimated energy of a K x N layer for ``batch`` inputs (pJ), by part.
+    def layer_cost(self, m: int, k: int, n: int, *, weights: bool = True, bias: bool = True) -> dict:
+        """Estimated cost of one ``(m x k) @ (k x n)`` layer.
 
-        multiply-adds ``batch*k*n*(mul_pj + add_pj)``; the epilogue
-        ``batch*n*epilogue_pj`` (per group for per-group scales); reading the
-        weights once from DRAM; reading inputs and writing outputs through the
-        cache, per 64 bits."""
-        macs = batch * k * n
-        groups = k // self.weight_group_size if self.weight_granularity == "group" else 1
-        act_bytes = batch * (k * self._act_bytes("in") + n * self._act_bytes("out"))
-        parts = {
-            "mac": macs * (self.mul_pj + self.add_pj),
-            "epilogue": batch * n * groups * self.epilogue_pj,
-            "weights_dram": self.weight_bytes(k, n) / 8 * self.dram_pj_per_64bit,
-            "activations_sram": act_bytes / 8 * self.sram_pj_per_64bit,
+        ``weights``: the right operand is a stored weight matrix (read once
+        from DRAM); otherwise both operands are activations (through the
+        cache).  Returns ``macs``, ``weight_bytes``, ``energy_pj`` (parts and
+        total) and ``roofline_s`` (compute, memory, time and which bounds it).
+
+        Examples
+        --------
+        >>> from fixedpoint import profiles
+        >>> c = profiles.get("ane-int8").layer_cost(1, 64, 128)
+        >>> c["macs"], c["weight_bytes"]
+        (8192, 9216)
+        """
+        macs = m * k * n
+        groups = -(-k // self.weights.group_size) if (self.weights is not None and
+                                                       self.weights.granularity == "group") else 1
+        wbytes = self.weight_bytes(k, n, bias) if weights else 0
+        act_bytes = m * k * self._act_bytes("in") + m * n * self._act_bytes("out")
+        if not weights:
+            act_bytes += k * n * self._act_bytes("in")
+        c = self.cost
+        energy = {
+            "mac": macs * (c.mul_pj + c.add_pj),
+            "epilogue": m * n * groups * c.epilogue_pj,
+            "weights_dram": wbytes / 8 * c.dram_pj_per_64bit,
+            "activations_sram": act_bytes / 8 * c.sram_pj_per_64bit,
         }
-        parts["total"] = sum(parts.values())
-        return parts
-
-    def roofline_s(self, k: int, n: int, batch: int = 1) -> dict:
-        """Roofline time of a K x N layer: max(compute, memory) at peak figures."""
-        ops = 2.0 * batch * k * n
-        nbytes = self.weight_bytes(k, n) + batch * (k * self._act_bytes("in") + n * self._act_bytes("out"))
-        t_c = ops / self.peak_ops_per_s
-        t_m = nbytes / self.memory_bandwidth_bytes_per_s
-        return {"compute_s": t_c, "memory_s": t_m, "time_s": max(t_c, t_m),
-                "bound": "compute" if t_c >= t_m else "memory"}
+        energy["total"] = sum(energy.values())
+        t_c = 2.0 * macs / c.peak_ops_per_s
+        t_m = (wbytes + act_bytes) / c.memory_bandwidth_bytes_per_s
+        return {"macs": macs, "weight_bytes": wbytes, "energy_pj": energy,
+                "roofline_s": {"compute_s": t_c, "memory_s": t_m, "time_s": max(t_c, t_m),
+                               "bound": "compute" if t_c >= t_m else "memory"}}
 
     # -- files -----------------------------------------------------------------
     def to_dict(self) -> dict:
         """Nested dictionary, as in a profile file (None fields left out)."""
-        d: dict = {}
-        for sec, key, attr in _LAYOUT:
-            v = getattr(self, attr)
-            if v is None:
-                continue
-            if isinstance(v, tuple):
-                v = list(v)
-            (d.setdefault(sec, {}) if sec else d)[key] = v
-        acc = self.accumulator
-        if acc is not None:
-            kind = "integer" if isinstance(acc, Accumulator) else "tensor_core"
-            a = {"kind": kind}
-            for k in _ACC_FIELDS[kind]:
-                if getattr(acc, k) is not None:
-                    a[k] = getattr(acc, k)
-            d["accumulator"] = a
-        else:
-            d["accumulator"] = {"kind": "none"}
-        return d
+        return _to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "profile") -> "AcceleratorProfile":
-        """Build a profile from :meth:`to_dict`'s layout; errors name the field."""
+        """Build a profile from :meth:`to_dict`'s layout; errors name the file and field.
+        The flat layout of fixedpoint 0.1 is converted with a DeprecationWarning."""
         if not isinstance(d, dict):
             raise TypeError(f"{source}: expected a table of fields, got {type(d).__name__}")
-        kwargs = {}
-        known = {(sec, key): attr for sec, key, attr in _LAYOUT}
-        sections = {sec for sec, _, _ in _LAYOUT if sec} | {"accumulator"}
-        for k, v in d.items():
-            if isinstance(v, dict):
-                if k not in sections:
-                    raise ValueError(f"{source}: unknown section [{k}]; expected one of {sorted(sections)}")
-                if k == "accumulator":
-                    continue
-                for kk, vv in v.items():
-                    if (k, kk) not in known:
-                        raise ValueError(f"{source}: unknown field {k}.{kk}")
-                    kwargs[known[(k, kk)]] = vv
-            elif ("", k) in known:
-                kwargs[known[("", k)]] = v
-            else:
-                raise ValueError(f"{source}: unknown field {k!r}")
-        if "name" not in kwargs:
-            raise ValueError(f"{source}: missing field 'name'")
-        for attr in ("public", "assumptions"):
-            if attr in kwargs and isinstance(kwargs[attr], list):
-                kwargs[attr] = tuple(kwargs[attr])
-        kwargs["accumulator"] = _accumulator_from(d.get("accumulator", {"kind": "none"}), source)
-        try:
-            return cls(**kwargs)
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"{source}: {e}") from None
+        d = _upgrade_flat(d, source)
+        return _from_dict(cls, d, source, "")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def to_toml(self) -> str:
-        d = self.to_dict()
-        out = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
-        for sec, table in d.items():
-            if isinstance(table, dict):
-                out += ["", f"[{sec}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
-        return "\n".join(out) + "\n"
+        return _toml(self.to_dict())
 
     def save(self, path) -> None:
         """Write the profile to ``path`` (``.toml`` or ``.json``)."""
@@ -724,32 +476,180 @@ class AcceleratorProfile:
         p.write_text(self.to_toml() if p.suffix == ".toml" else self.to_json(), encoding="utf-8")
 
 
-def _accumulator_from(a, source):
+# ---------------------------------------------------------------------------
+# Walking the dataclasses: to and from the file layout
+
+_ACCUMULATORS = {"integer": Accumulator, "tensor_core": TensorCoreAccumulator}
+
+
+def _format_to_file(f):
+    """A format's name when the name reads back as the same format, else a table."""
+    try:
+        if as_format(f.name) == f:
+            return f.name
+    except ValueError:
+        pass
+    if isinstance(f, IntFormat):
+        return {"kind": "int", "bits": f.bits, "signed": f.signed}
+    return {"kind": "float", "exp_bits": f.exp_bits, "man_bits": f.man_bits, "bias": f.bias,
+            "inf": f.inf, "nan": "none" if f.nan is None else f.nan}
+
+
+def _format_from_file(v, key):
+    if isinstance(v, str):
+        return as_format(v, key)
+    if not isinstance(v, dict):
+        raise TypeError(f"{key}: expected a format name or a table, got {v!r}")
+    v = dict(v)
+    kind = v.pop("kind", None)
+    try:
+        if kind == "int":
+            return IntFormat(**v)
+        if kind == "float":
+            if v.get("nan") == "none":
+                v["nan"] = None
+            return FloatFormat(**v)
+    except TypeError as e:
+        raise ValueError(f"{key}: {e}") from None
+    raise ValueError(f"{key}.kind: expected 'int' or 'float', got {kind!r}")
+
+
+def _to_dict(obj) -> dict:
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if v is None:
+            continue
+        if isinstance(v, (IntFormat, FloatFormat)):
+            v = _format_to_file(v)
+        elif isinstance(v, (Accumulator, TensorCoreAccumulator)):
+            kind = "integer" if isinstance(v, Accumulator) else "tensor_core"
+            v = {"kind": kind, **{k: x for k, x in _to_dict(v).items()}}
+        elif dataclasses.is_dataclass(v):
+            v = _to_dict(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        out[f.name] = v
+    if isinstance(obj, AcceleratorProfile) and obj.accumulator is None:
+        out["accumulator"] = {"kind": "none"}
+    return out
+
+
+def _from_dict(cls, d, source, prefix):
+    if not isinstance(d, dict):
+        raise TypeError(f"{source}: {prefix.rstrip('.') or 'profile'}: expected a table, got {d!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k in d:
+        if k not in fields:
+            raise ValueError(f"{source}: unknown field {prefix}{k}; expected one of {list(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        key = prefix + name
+        if name not in d:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ValueError(f"{source}: missing field {key}")
+            continue
+        v = d[name]
+        hint = hints[name]
+        try:
+            if name == "format":
+                v = _format_from_file(v, key)
+            elif name == "accumulator":
+                v = _accumulator_from(v, source, key)
+            elif _is_dataclass_hint(hint):
+                v = _from_dict(_dataclass_of(hint), v, source, key + ".")
+            elif isinstance(v, list):
+                v = tuple(v)
+        except (TypeError, ValueError) as e:
+            if str(e).startswith(source):
+                raise
+            raise type(e)(f"{source}: {key}: {e}") from None
+        kwargs[name] = v
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        msg = str(e)
+        if msg.startswith(source):
+            raise
+        raise type(e)(f"{source}: {prefix}{msg}") from None
+
+
+def _is_dataclass_hint(hint) -> bool:
+    return _dataclass_of(hint) is not None
+
+
+def _dataclass_of(hint):
+    if dataclasses.is_dataclass(hint):
+        return hint
+    for arg in typing.get_args(hint):
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None
+
+
+def _accumulator_from(a, source, key):
     if not isinstance(a, dict):
-        raise ValueError(f"{source}: accumulator: expected a table, got {a!r}")
+        raise ValueError(f"expected a table, got {a!r}")
     a = dict(a)
     kind = a.pop("kind", None)
     if kind == "none":
         if a:
-            raise ValueError(f"{source}: accumulator: kind 'none' takes no other field, got {sorted(a)}")
+            raise ValueError(f"kind 'none' takes no other field, got {sorted(a)}")
         return None
-    if kind not in _ACC_FIELDS:
-        raise ValueError(f"{source}: accumulator.kind: expected 'integer', 'tensor_core' or 'none', "
-                         f"got {kind!r}")
+    if kind not in _ACCUMULATORS:
+        raise ValueError(f"kind: expected 'integer', 'tensor_core' or 'none', got {kind!r}")
+    cls = _ACCUMULATORS[kind]
+    names = [f.name for f in dataclasses.fields(cls)]
     for k in a:
-        if k not in _ACC_FIELDS[kind]:
-            raise ValueError(f"{source}: unknown field accumulator.{k} for kind {kind!r}; expected "
-                             f"{_ACC_FIELDS[kind]}")
-    cls = Accumulator if kind == "integer" else TensorCoreAccumulator
-    if kind == "tensor_core":           # absent optional fields mean None
-        for k in ("block", "frac_bits", "promote_every", "result_frac_bits"):
+        if k not in names:
+            raise ValueError(f"unknown field {k} for kind {kind!r}; expected {names}")
+    if kind == "tensor_core":           # an absent optional field means None
+        for k in ("block", "frac_bits", "promote_every"):
             a.setdefault(k, None)
-        if a["result_frac_bits"] is None:
-            del a["result_frac_bits"]
-    try:
-        return cls(**a)
-    except (TypeError, ValueError) as e:
-        raise type(e)(f"{source}: accumulator.{e}") from None
+    return cls(**a)
+
+
+def _upgrade_flat(d, source):
+    """The 0.1 layout (output.requantize, output.rounding, output.fp8_saturate,
+    cost.scale_bytes, float32 formats) in the nested one, with a warning."""
+    out = d.get("output", {})
+    cost = d.get("cost", {})
+    w = d.get("weights", {})
+    old = [k for k in ("requantize", "rounding", "fp8_saturate") if isinstance(out, dict) and k in out]
+    old += ["cost.scale_bytes"] if isinstance(cost, dict) and "scale_bytes" in cost else []
+    flat_float = isinstance(w, dict) and w.get("format") == "float32"
+    if not old and not flat_float:
+        return d
+    new = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+    nout, ncost = new.get("output", {}), new.get("cost", {})
+    rounding = nout.pop("rounding", None)
+    sat = nout.pop("fp8_saturate", None)
+    if "requantize" in nout:
+        m = nout.pop("requantize")
+        if m is not None:
+            nout["method"] = m
+    sbytes = ncost.pop("scale_bytes", None)
+    if flat_float:
+        new.pop("weights", None)
+        new.pop("activations", None)
+    for role in ("weights", "activations"):
+        spec = new.get(role)
+        if not isinstance(spec, dict):
+            continue
+        if rounding is not None:
+            spec.setdefault("rounding", rounding)
+        if sat is not None and str(spec.get("format", "")).startswith("e"):
+            spec.setdefault("overflow", "saturate" if sat else "nonfinite")
+        if role == "weights" and sbytes is not None:
+            spec.setdefault("scale_format", {4: "float32", 2: "float16"}.get(sbytes, "float32"))
+    moved = ", ".join(old + (["weights.format = 'float32'"] if flat_float else []))
+    warnings.warn(f"{source}: profile file in the fixedpoint 0.1 layout ({moved}); it was converted: "
+                  f"output.requantize is output.method, output.rounding and output.fp8_saturate are "
+                  f"weights/activations.rounding and .overflow, cost.scale_bytes is "
+                  f"weights.scale_format, and the float32 reference has no weights/activations "
+                  f"tables. Save it again to write the new layout.", DeprecationWarning, stacklevel=4)
+    return new
 
 
 def _toml_value(v) -> str:
@@ -761,149 +661,174 @@ def _toml_value(v) -> str:
         return repr(v) if math.isfinite(v) else ("inf" if v > 0 else "-inf")
     if isinstance(v, str):
         return json.dumps(v)             # a valid TOML basic string
-    if isinstance(v, list):
+    if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
 
-def _count_clipped(X, q: QTensor) -> int:
-    """Inputs beyond the representable range at the scale used."""
-    f = q.fmt
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        dt = X.dtype if X.dtype in (np.float32, np.float64) else np.float32
-        v = X.astype(dt) / np.asarray(q.scale).astype(dt)        # the quantizer's division
-        if isinstance(f, FloatFormat):
-            return int(np.count_nonzero(np.abs(v) > f.max_value))
-        v = v + int(q.zero_point)
-        return int(np.count_nonzero((v > f.max + 0.5) | (v < f.min - 0.5)))
+def _toml(d: dict) -> str:
+    lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
+    for sec, table in d.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{sec}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------
 # The built-in profiles
 
-_HORO = "Horowitz, ISSCC 2014, 45 nm (SEMANTICS.md section 7)"
+_HORO = "Horowitz, ISSCC 2014, 45 nm (docs/semantics.md section 7)"
 _DRAM = ("weights read once per inference from DRAM at 1300 pJ per 64 bits, the low end of "
          "Horowitz's 1300-2600; activations through an 8 KB cache at 10 pJ per 64 bits")
+_H100_COST = dict(mul_pj=0.2, add_pj=0.9, epilogue_pj=3.7, peak_ops_per_s=1979e12,
+                  memory_bandwidth_bytes_per_s=3.35e12)
+
+
+def _int8_act(**kw):
+    return QuantSpec("int8", **kw)
+
 
 _BUILTIN = [
     AcceleratorProfile(
         name="ane-int8",
         description="Apple-Neural-Engine-style W8A8: per-channel symmetric INT8 weights in [-127, 127], "
-                    "per-tensor INT8 activations, 32-bit integer accumulation, requantization to INT8.",
-        weight_format="int8", weight_granularity="channel", weight_symmetric=True,
-        weight_narrow_range=True, activation_format="int8", activation_symmetric=True,
-        accumulator=Accumulator(32, "wrap"), output="int8", requantize="double",
-        mul_pj=0.2, add_pj=0.1, epilogue_pj=3.1,
-        peak_ops_per_s=38e12, memory_bandwidth_bytes_per_s=120e9,
-        cost_source=f"energy: {_HORO} (8-bit multiply 0.2, 32-bit add 0.1, requantize = one 32-bit "
-                    f"multiply 3.1); {_DRAM}; roofline: Apple M4 Neural Engine 38 TOPS and 120 GB/s "
-                    f"unified memory (Apple, May 2024; the precision of the TOPS figure is not stated)",
-        public=("W8A8 runs faster int8 x int8 compute on A17 Pro / M4 (coremltools docs)",
-                "weights: linear_symmetric mode, INT8 in [-127, 127], scale = max|w| / 127, round half "
-                "to even; per-channel granularity recommended on the Neural Engine",
-                "activations: 8-bit, per tensor"),
-        assumptions=("the accumulator is 32 bits and wraps (Apple does not publish width or overflow)",
-                     "requantization is the TFLite/gemmlowp double-rounding fixed-point multiply "
-                     "(not published)", "outputs saturate to [-128, 127] (not published)",
-                     "activations are symmetric (zero point 0)")),
+                    "per-tensor INT8 activations, 32-bit integer accumulation, requantization to INT8, "
+                    "float16 vector units.",
+        weights=QuantSpec("int8", "channel", narrow_range=True),
+        activations=_int8_act(),
+        accumulator=Accumulator(32, "wrap"),
+        output=OutputSpec("int8", "double"),
+        vector="float16",
+        cost=CostModel(mul_pj=0.2, add_pj=0.1, epilogue_pj=3.1, peak_ops_per_s=38e12,
+                       memory_bandwidth_bytes_per_s=120e9,
+                       source=f"energy: {_HORO} (8-bit multiply 0.2, 32-bit add 0.1, requantize = one "
+                              f"32-bit multiply 3.1); {_DRAM}; roofline: Apple M4 Neural Engine 38 TOPS "
+                              f"and 120 GB/s unified memory (Apple, May 2024; the precision of the TOPS "
+                              f"figure is not stated)"),
+        notes=Notes(
+            public=("W8A8 runs faster int8 x int8 compute on A17 Pro / M4 (coremltools docs)",
+                    "weights: linear_symmetric mode, INT8 in [-127, 127], scale = max|w| / 127 in the "
+                    "weight's float32, round half to even; per-channel granularity recommended on the "
+                    "Neural Engine (checked bit for bit against coremltools.optimize.coreml."
+                    "linear_quantize_weights)",
+                    "activations: 8-bit, per tensor; the Neural Engine computes in float16 otherwise"),
+            assumptions=("the accumulator is 32 bits and wraps (Apple does not publish width or "
+                         "overflow)", "requantization is the TFLite/gemmlowp double-rounding "
+                         "fixed-point multiply (not published)",
+                         "outputs saturate to [-128, 127] (not published)",
+                         "activations are symmetric (zero point 0) with static scales"))),
     AcceleratorProfile(
         name="h100-fp8",
         description="NVIDIA H100-style FP8: E4M3 weights and activations with per-tensor scales, "
                     "saturating conversion, the Hopper tensor-core accumulation with promotion to "
                     "float32 every 128 products (cuBLAS default), bfloat16 output.",
-        weight_format="e4m3", weight_granularity="tensor", activation_format="e4m3",
-        accumulator=TensorCoreAccumulator.hopper_fp8(), output="bfloat16", fp8_saturate=True,
-        mul_pj=0.2, add_pj=0.9, epilogue_pj=3.7,
-        peak_ops_per_s=1979e12, memory_bandwidth_bytes_per_s=3.35e12,
-        cost_source=f"energy: {_HORO}: FP8 multiply assumed equal to the 8-bit integer multiply (0.2; "
-                    f"not in the table), float32 add 0.9, float32 rescale 3.7; {_DRAM}; roofline: H100 "
-                    f"SXM datasheet, 1979 dense FP8 TFLOPS, 3.35 TB/s HBM3",
-        public=("E4M3 per OCP OFP8; cvt.rn.satfinite saturates to +-448",
-                "accumulation verified bit for bit against recorded H100/H200 torch._scaled_mm "
-                "results (SEMANTICS.md section 4)"),
-        assumptions=("per-tensor scales from min/max (amax / 448), as Transformer Engine's default "
-                     "recipe", "bias added in float32 before the bfloat16 rounding (cuBLASLt epilogue)")),
+        weights=QuantSpec("e4m3"), activations=QuantSpec("e4m3"),
+        accumulator=TensorCoreAccumulator.hopper_fp8(),
+        output=OutputSpec("bfloat16"),
+        cost=CostModel(**_H100_COST,
+                       source=f"energy: {_HORO}: FP8 multiply assumed equal to the 8-bit integer "
+                              f"multiply (0.2; not in the table), float32 add 0.9, float32 rescale 3.7; "
+                              f"{_DRAM}; roofline: H100 SXM datasheet, 1979 dense FP8 TFLOPS, 3.35 TB/s "
+                              f"HBM3"),
+        notes=Notes(
+            public=("E4M3 per OCP OFP8; cvt.rn.satfinite saturates to +-448",
+                    "accumulation verified bit for bit against recorded H100/H200 torch._scaled_mm "
+                    "results (docs/semantics.md section 4)"),
+            assumptions=("per-tensor scales from min/max (amax / 448), as Transformer Engine's "
+                         "default recipe", "bias added in float32 before the bfloat16 rounding "
+                         "(cuBLASLt epilogue)"))),
     AcceleratorProfile(
         name="h100-fp8-fast",
         description="h100-fp8 with use_fast_accum=True: no promotion to float32, the 13-fraction-bit "
                     "tensor-core sum runs over the whole K.",
-        weight_format="e4m3", weight_granularity="tensor", activation_format="e4m3",
-        accumulator=TensorCoreAccumulator.hopper_fp8(fast_accum=True), output="bfloat16",
-        mul_pj=0.2, add_pj=0.9, epilogue_pj=3.7,
-        peak_ops_per_s=1979e12, memory_bandwidth_bytes_per_s=3.35e12,
-        cost_source="as h100-fp8",
-        public=("verified bit for bit against recorded torch._scaled_mm(use_fast_accum=True) results",),
-        assumptions=("as h100-fp8",)),
+        weights=QuantSpec("e4m3"), activations=QuantSpec("e4m3"),
+        accumulator=TensorCoreAccumulator.hopper_fp8(fast_accum=True),
+        output=OutputSpec("bfloat16"),
+        cost=CostModel(**_H100_COST, source="as h100-fp8"),
+        notes=Notes(public=("verified bit for bit against recorded torch._scaled_mm(use_fast_accum="
+                            "True) results",), assumptions=("as h100-fp8",))),
     AcceleratorProfile(
         name="h100-fp8-e5m2",
         description="H100-style FP8 with E5M2 activations (the gradient format of FP8 training: more "
                     "range, one fraction bit less) and E4M3 weights; Hopper has no E5M2 x E5M2 GEMM.",
-        weight_format="e4m3", weight_granularity="tensor", activation_format="e5m2",
-        accumulator=TensorCoreAccumulator.hopper_fp8(), output="bfloat16",
-        mul_pj=0.2, add_pj=0.9, epilogue_pj=3.7,
-        peak_ops_per_s=1979e12, memory_bandwidth_bytes_per_s=3.35e12,
-        cost_source="as h100-fp8",
-        public=("E5M2 per OCP OFP8 (max 57344, has Inf)",
-                "cuBLASLt FP8 GEMMs take E4M3 x E4M3, E4M3 x E5M2 and E5M2 x E4M3"),
-        assumptions=("the E5M2 operand goes through the same datapath as E4M3 (verified for E4M3 only)",)),
+        weights=QuantSpec("e4m3"), activations=QuantSpec("e5m2"),
+        accumulator=TensorCoreAccumulator.hopper_fp8(),
+        output=OutputSpec("bfloat16"),
+        cost=CostModel(**_H100_COST, source="as h100-fp8"),
+        notes=Notes(public=("E5M2 per OCP OFP8 (max 57344, has Inf)",
+                            "cuBLASLt FP8 GEMMs take E4M3 x E4M3, E4M3 x E5M2 and E5M2 x E4M3"),
+                    assumptions=("the E5M2 operand goes through the same datapath as E4M3 (verified "
+                                 "for E4M3 and mixed E4M3/E5M2 recordings)",))),
     AcceleratorProfile(
         name="h100-int8",
         description="H100-style INT8: per-channel symmetric INT8 weights, per-tensor INT8 activations, "
                     "the Hopper cuBLASLt INT8 GEMM (32-bit register that saturates after every block "
                     "of 16 products), int32 result scaled in float32, bfloat16 output.",
-        weight_format="int8", weight_granularity="channel", weight_narrow_range=True,
-        activation_format="int8", accumulator=Accumulator(32, "saturate", block=16),
-        output="bfloat16", mul_pj=0.2, add_pj=0.1, epilogue_pj=3.7,
-        peak_ops_per_s=1979e12, memory_bandwidth_bytes_per_s=3.35e12,
-        cost_source=f"energy: {_HORO}; {_DRAM}; roofline: H100 SXM datasheet, 1979 dense INT8 TOPS, "
-                    f"3.35 TB/s",
-        public=("torch._int_mm clamps after every 16 products (recorded on an H200, "
-                "tests/data/int_mm_block_probe.npz)",),
-        assumptions=("the int32 result is scaled by float32(sx * sw) and rounded to bfloat16, as "
-                     "torchao-style dynamic INT8 inference does",)),
+        weights=QuantSpec("int8", "channel", narrow_range=True),
+        activations=_int8_act(),
+        accumulator=Accumulator(32, "saturate", block=16),
+        output=OutputSpec("bfloat16"),
+        cost=CostModel(mul_pj=0.2, add_pj=0.1, epilogue_pj=3.7, peak_ops_per_s=1979e12,
+                       memory_bandwidth_bytes_per_s=3.35e12,
+                       source=f"energy: {_HORO}; {_DRAM}; roofline: H100 SXM datasheet, 1979 dense "
+                              f"INT8 TOPS, 3.35 TB/s"),
+        notes=Notes(public=("torch._int_mm clamps after every 16 products (recorded on an H200, "
+                            "tests/data/int_mm_block_probe.npz)",),
+                    assumptions=("the int32 result is scaled by float32(sx * sw) and rounded to "
+                                 "bfloat16, as torchao-style dynamic INT8 inference does",))),
     AcceleratorProfile(
         name="edge-int4",
         description="Edge-NPU-style W4A8: symmetric INT4 weights with one float16 scale per group of "
                     "32 inputs, per-tensor INT8 activations, a 32-bit accumulator per group, group "
                     "results scaled and summed in float32, float16 output.",
-        weight_format="int4", weight_granularity="group", weight_group_size=32,
-        activation_format="int8", accumulator=Accumulator(32, "wrap"), output="float16",
-        mul_pj=0.05, add_pj=0.1, epilogue_pj=4.6, scale_bytes=2,
-        peak_ops_per_s=67e12, memory_bandwidth_bytes_per_s=102e9,
-        cost_source=f"energy: {_HORO}: the 4-bit multiply is assumed to scale with the square of the "
-                    f"width from the 8-bit one (0.2 / 4 = 0.05), per-group rescale = float32 multiply "
-                    f"+ add (4.6); {_DRAM}; roofline: Jetson Orin Nano Super datasheet (67 sparse INT8 "
-                    f"TOPS, i.e. 33.5 dense; 102 GB/s LPDDR5), INT4 assumed at twice the dense INT8 "
-                    f"rate as on Ampere tensor cores",
-        public=("group-wise INT4 weight formats: ONNX blocked quantization, Core ML per-block "
-                "quantization (4-bit weights)",),
-        assumptions=("no specific chip: group size 32, symmetric weights, float16 scales",
-                     "each group's int32 sum is scaled in float32 and summed in group order",
-                     "the accumulator is 32 bits and wraps")),
+        weights=QuantSpec("int4", "group", 32, scale_format="float16"),
+        activations=_int8_act(),
+        accumulator=Accumulator(32, "wrap"),
+        output=OutputSpec("float16", overflow="nonfinite"),
+        cost=CostModel(mul_pj=0.05, add_pj=0.1, epilogue_pj=4.6, peak_ops_per_s=67e12,
+                       memory_bandwidth_bytes_per_s=102e9,
+                       source=f"energy: {_HORO}: the 4-bit multiply is assumed to scale with the square "
+                              f"of the width from the 8-bit one (0.2 / 4 = 0.05), per-group rescale = "
+                              f"float32 multiply + add (4.6); {_DRAM}; roofline: Jetson Orin Nano Super "
+                              f"datasheet (67 sparse INT8 TOPS, i.e. 33.5 dense; 102 GB/s LPDDR5), INT4 "
+                              f"assumed at twice the dense INT8 rate as on Ampere tensor cores"),
+        notes=Notes(public=("group-wise INT4 weight formats: ONNX blocked quantization, Core ML "
+                            "per-block quantization (4-bit weights)",),
+                    assumptions=("no specific chip: group size 32, symmetric weights, float16 scales "
+                                 "(the calibrated float32 scale rounded to nearest even)",
+                                 "each group's int32 sum is scaled in float32 and summed in group order",
+                                 "the accumulator is 32 bits and wraps",
+                                 "float16 output overflows to Inf, as the IEEE conversion"))),
     AcceleratorProfile(
         name="int2-research",
         description="Research W2A8: ternary INT2 weights (narrow range, {-1, 0, 1} times a scale) with "
                     "one float16 scale per group of 16 inputs, per-tensor INT8 activations, 32-bit "
                     "group accumulators, float32 output.",
-        weight_format="int2", weight_granularity="group", weight_group_size=16,
-        weight_narrow_range=True, activation_format="int8", accumulator=Accumulator(32, "wrap"),
-        output="float32", mul_pj=0.0125, add_pj=0.1, epilogue_pj=4.6, scale_bytes=2,
-        peak_ops_per_s=134e12, memory_bandwidth_bytes_per_s=102e9,
-        cost_source=f"energy: {_HORO}: the 2-bit multiply assumed at (2/8)^2 of the 8-bit one; "
-                    f"{_DRAM}; roofline: no INT2 hardware is public: the edge-int4 platform at four "
-                    f"times its dense INT8 rate (assumed)",
-        public=("none: INT2 weights are a research format (ternary networks, BitNet b1.58)",),
-        assumptions=("all of it: group size 16, ternary codes, float16 scales, float32 group sums",)),
+        weights=QuantSpec("int2", "group", 16, narrow_range=True, scale_format="float16"),
+        activations=_int8_act(),
+        accumulator=Accumulator(32, "wrap"),
+        output=OutputSpec("float32"),
+        cost=CostModel(mul_pj=0.0125, add_pj=0.1, epilogue_pj=4.6, peak_ops_per_s=134e12,
+                       memory_bandwidth_bytes_per_s=102e9,
+                       source=f"energy: {_HORO}: the 2-bit multiply assumed at (2/8)^2 of the 8-bit "
+                              f"one; {_DRAM}; roofline: no INT2 hardware is public: the edge-int4 "
+                              f"platform at four times its dense INT8 rate (assumed)"),
+        notes=Notes(public=("none: INT2 weights are a research format (ternary networks, BitNet "
+                            "b1.58)",),
+                    assumptions=("all of it: group size 16, ternary codes, float16 scales, float32 "
+                                 "group sums",))),
     AcceleratorProfile(
         name="fp32",
         description="The float reference: float32 weights and activations, NumPy's float32 matmul.",
-        weight_format="float32", weight_granularity="tensor", activation_format="float32",
-        accumulator=None, output="float32", mul_pj=3.7, add_pj=0.9, epilogue_pj=0.0,
-        peak_ops_per_s=67e12, memory_bandwidth_bytes_per_s=3.35e12,
-        cost_source=f"energy: {_HORO} (float32 multiply 3.7, add 0.9); {_DRAM}; roofline: H100 SXM "
-                    f"datasheet, 67 float32 TFLOPS (no tensor cores), 3.35 TB/s",
-        public=("IEEE float32",),
-        assumptions=("the sum order is NumPy's (BLAS); not a model of any accelerator",)),
+        output=OutputSpec("float32"),
+        cost=CostModel(mul_pj=3.7, add_pj=0.9, epilogue_pj=0.0, peak_ops_per_s=67e12,
+                       memory_bandwidth_bytes_per_s=3.35e12,
+                       source=f"energy: {_HORO} (float32 multiply 3.7, add 0.9); {_DRAM}; roofline: "
+                              f"H100 SXM datasheet, 67 float32 TFLOPS (no tensor cores), 3.35 TB/s"),
+        notes=Notes(public=("IEEE float32",),
+                    assumptions=("the sum order is NumPy's (BLAS); not a model of any accelerator",))),
 ]
 
 _REGISTRY: dict[str, AcceleratorProfile] = {p.name: p for p in _BUILTIN}
@@ -923,12 +848,13 @@ def names() -> list[str]:
 
 
 def get(name) -> AcceleratorProfile:
-    """The registered profile called ``name`` (or a profile file's path).
+    """The registered profile called ``name``, or the profile in a ``.toml``/``.json``
+    file (read, not registered: nothing is registered as a side effect).
 
     Examples
     --------
     >>> from fixedpoint import profiles
-    >>> profiles.get("edge-int4").weight_group_size
+    >>> profiles.get("edge-int4").weights.group_size
     32
     """
     if isinstance(name, AcceleratorProfile):
@@ -956,7 +882,7 @@ def register(profile: AcceleratorProfile, *, replace: bool = False) -> Accelerat
 
 
 def loads(text: str, fmt: str = "toml", source: str = "profile") -> AcceleratorProfile:
-    """Parse a profile from TOML or JSON text (not registered)."""
+    """Parse a profile from TOML or JSON text."""
     if fmt == "toml":
         if sys.version_info >= (3, 11):
             import tomllib
@@ -976,10 +902,13 @@ def loads(text: str, fmt: str = "toml", source: str = "profile") -> AcceleratorP
     return AcceleratorProfile.from_dict(d, source)
 
 
-def load(path, *, register_it: bool = True) -> AcceleratorProfile:
-    """Read a ``.toml`` or ``.json`` profile file and register it (unless told not to)."""
+def load(path) -> AcceleratorProfile:
+    """Read a ``.toml`` or ``.json`` profile file (not registered; see :func:`register`)."""
     p = Path(path)
     if p.suffix not in (".toml", ".json"):
         raise ValueError(f"path: expected a .toml or .json file, got {str(path)!r}")
-    prof = loads(p.read_text(encoding="utf-8"), p.suffix[1:], source=str(p))
-    return register(prof, replace=True) if register_it else prof
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ValueError(f"path: cannot read {str(path)!r}: {e.strerror}") from None
+    return loads(text, p.suffix[1:], source=str(p))

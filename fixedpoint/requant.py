@@ -81,7 +81,7 @@ def quantize_multiplier(real):
     return (int(q), int(shift)) if scalar else (q, shift)
 
 
-def requantize(acc, multiplier, shift=0, *, zero_point=0, fmt="int8", rounding="double",
+def requantize(acc, multiplier, shift=0, *, zero_point=0, out_fmt, method="double",
                num_threads=None):
     """Bring 32-bit accumulator values back into an integer output format.
 
@@ -113,13 +113,13 @@ def requantize(acc, multiplier, shift=0, *, zero_point=0, fmt="int8", rounding="
     --------
     >>> import fixedpoint as fp
     >>> m, s = fp.quantize_multiplier(0.0035)
-    >>> fp.requantize([1000, -1000, 100000], m, s, zero_point=-3).tolist()
+    >>> fp.requantize([1000, -1000, 100000], m, s, zero_point=-3, out_fmt="int8").tolist()
     [1, -7, 127]
-    >>> fp.requantize([1000, -1000], 0.0035, rounding="float").tolist()
+    >>> fp.requantize([1000, -1000], 0.0035, out_fmt="int8", method="float").tolist()
     [4, -4]
     """
-    f = as_int_format(fmt)
-    check_choice(rounding, "rounding", REQUANT_ROUNDING)
+    f = as_int_format(out_fmt, "out_fmt")
+    rounding = check_choice(method, "method", REQUANT_ROUNDING)
     a = as_integer_array(acc, "acc")
     if a.size and a.dtype.itemsize >= 4 and a.dtype != np.int32 and \
             (int(a.min()) < _I32_MIN or int(a.max()) > _I32_MAX):   # narrower dtypes always fit
@@ -242,4 +242,4 @@ def qlinear(x_q, w_q, bias_q=None, *, x_zero_point=0, w_zero_point=0, multiplier
     a = np.asarray(a, dtype=np.int64)
     if acc.bits > 32:
         a = np.clip(a, _I32_MIN, _I32_MAX)
-    return requantize(a, multiplier, shift, zero_point=out_zero_point, fmt=out_fmt, rounding=rounding)
+    return requantize(a, multiplier, shift, zero_point=out_zero_point, out_fmt=out_fmt, method=rounding)
