@@ -566,14 +566,15 @@ class Linear(_Layer):
         if q.shape != (kp, self.N):
             raise ValueError(f"weights: expected shape {(kp, self.N)}, got {q.shape}")
 
-    def _float(self, x):
-        y = np.matmul(x, self.w)
-        return y + self.bias if self.bias is not None else y
+    def reference(self, x) -> np.ndarray:
+        """The float32 result, as the float model computes it (NumPy)."""
+        y = np.matmul(np.asarray(x, np.float32), self.w)
+        return (y + self.bias if self.bias is not None else y).astype(np.float32)
 
     def calibrate(self, x) -> None:
         """Record a batch of inputs (and the float result) for static scales."""
         X = self._input(x)
-        self._observe([X], self._float(X))
+        self._observe([X], self.reference(X))
 
     def _input(self, x):
         X = _as_float_array(x, "x")
@@ -619,7 +620,7 @@ class Linear(_Layer):
         p = self.profile
         if p.is_float:
             self.trace = LayerTrace(self.name, self.op, x_absmax=_absmax(X))
-            return self._finish(self._float(X).astype(np.float32))
+            return self._finish(self.reference(X))
         a = p.activations
         xc, sx, zx, xq = _quantize_act(a, X, self._static_in(0), None)
         wq = self._weights_for(sx)
@@ -679,9 +680,13 @@ class MatMul(_Layer):
             raise ValueError(f"a and b: batch dimensions of {A.shape} and {B.shape} do not broadcast") from None
         return A, B
 
+    def reference(self, a, b) -> np.ndarray:
+        """The float32 product (NumPy)."""
+        return np.matmul(np.asarray(a, np.float32), np.asarray(b, np.float32)).astype(np.float32)
+
     def calibrate(self, a, b) -> None:
         A, B = self._inputs(a, b)
-        self._observe([A, B], np.matmul(A, B))
+        self._observe([A, B], self.reference(A, B))
 
     def run(self, a, b) -> np.ndarray:
         A, B = self._inputs(a, b)
@@ -801,7 +806,9 @@ class Conv2d(_Layer):
         cols = win.transpose(0, 3, 4, 1, 2, 5, 6).reshape(N, OH, OW, self.groups, -1)
         return np.ascontiguousarray(cols), OH, OW
 
-    def _float(self, X):
+    def reference(self, x) -> np.ndarray:
+        """The float32 convolution (im2col and NumPy's matmul)."""
+        X = np.asarray(x, np.float32)
         cols, OH, OW = self._cols(X)
         N = X.shape[0]
         Og = self.O // self.groups
@@ -814,7 +821,7 @@ class Conv2d(_Layer):
 
     def calibrate(self, x) -> None:
         X = self._input(x)
-        self._observe([X], self._float(X))
+        self._observe([X], self.reference(X))
 
     def run(self, x) -> np.ndarray:
         """The convolution as the target computes it: float32 (N, O, OH, OW)."""
@@ -822,7 +829,7 @@ class Conv2d(_Layer):
         p = self.profile
         if p.is_float:
             self.trace = LayerTrace(self.name, self.op, x_absmax=_absmax(X))
-            return self._finish(np.ascontiguousarray(self._float(X)))
+            return self._finish(np.ascontiguousarray(self.reference(X)))
         a = p.activations
         N, G = X.shape[0], self.groups
         Og = self.O // G
