@@ -94,10 +94,10 @@ def scale_from_range(rmin, rmax, fmt, *, symmetric=True, float_zero_point=False,
     Examples
     --------
     >>> s, z = scale_from_range(np.array(-0.5), np.array(0.25), "int8")
-    >>> float(s) == np.float32(0.5) / np.float32(127), int(z)
+    >>> bool(s == np.float32(0.5) / np.float32(127)), int(z)
     (True, 0)
     >>> s, z = scale_from_range(np.array(-1.0), np.array(3.0), "uint8", symmetric=False)
-    >>> float(s) == np.float32(4) / np.float32(255), int(z)
+    >>> bool(s == np.float32(4) / np.float32(255)), int(z)
     (True, 64)
     >>> scale_from_range(np.array(0.0), np.array(5e-44), "int8_narrow")[0]
     array(0., dtype=float32)
@@ -109,22 +109,22 @@ def scale_from_range(rmin, rmax, fmt, *, symmetric=True, float_zero_point=False,
         if isinstance(f, FloatFormat):
             amax = np.maximum(np.abs(lo32), np.abs(hi32))
             scale = amax / np.float32(f.max_value) * np.float32(2.0 ** margin)
-            return scale.astype(np.float32), np.zeros(scale.shape, np.int32)
+            return np.asarray(scale, np.float32), np.zeros(np.shape(scale), np.int32)
         if symmetric:
             if not f.signed:
                 raise ValueError(f"symmetric: {f.name} is unsigned; use symmetric=False")
             amax = np.maximum(np.abs(lo32), np.abs(hi32))
-            scale = (amax / np.float32(f.max)).astype(np.float32)
+            scale = np.asarray(amax / np.float32(f.max), np.float32)
             return scale, np.zeros(scale.shape, np.int32)
         qmin, qmax = np.float32(f.min), np.float32(f.max)
         if float_zero_point:
-            scale = ((hi32 - lo32) / (qmax - qmin)).astype(np.float32)
+            scale = np.asarray((hi32 - lo32) / (qmax - qmin), np.float32)
             return scale, lo32.copy()
         lo, hi = np.minimum(lo32, np.float32(0)), np.maximum(hi32, np.float32(0))
-        scale = ((hi - lo) / (qmax - qmin)).astype(np.float32)
+        scale = np.asarray((hi - lo) / (qmax - qmin), np.float32)
         zp = np.rint(qmin - lo / np.where(scale > 0, scale, np.float32(1)))
         zp = np.where(scale > 0, zp, np.float32(0))
-        zp = np.clip(zp, qmin, qmax).astype(np.int32)
+        zp = np.asarray(np.clip(zp, qmin, qmax), np.int32)
     return scale, zp
 
 

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from . import _int
 from .accumulate import Accumulator, dot
 from .formats import FLOAT_FORMATS
@@ -38,8 +38,8 @@ def _info(out) -> None:
 def _demo(out) -> None:
     p = mul_wide(42, 38, "int8")
     print("INT8 x INT8 -> INT16 (the design notes' example)", file=out)
-    print(f"  42 * 38 = {int(p)};  into int8: saturate {int(mul(42, 38))}, wrap "
-          f"{int(mul(42, 38, overflow='wrap'))};  dequantized with scales 1/2048, 1/4096: "
+    print(f"  42 * 38 = {int(p)};  into int8: saturate {int(mul(42, 38, 'int8'))}, wrap "
+          f"{int(mul(42, 38, 'int8', overflow='wrap'))};  dequantized with scales 1/2048, 1/4096: "
           f"{float(p) / 2048 / 4096!r} = 1596/8388608", file=out)
 
     K = 278528
@@ -47,26 +47,26 @@ def _demo(out) -> None:
     a[K // 2:] = 127
     b = np.full(K, -128, np.int8)
     exact = int(a.astype(np.int64) @ b.astype(np.int64))
-    hop = int(dot(a, b, "int8", Accumulator(32, "saturate", block=16)))
-    wrp = int(dot(a, b, "int8", Accumulator(32, "wrap")))
+    hop = int(dot(a, b, "int8", acc=Accumulator(32, "saturate", block=16)))
+    wrp = int(dot(a, b, "int8", acc=Accumulator(32, "wrap")))
     print(f"\nHopper INT8 GEMM, K = {K}: the running sum passes 2^31 and comes back", file=out)
     print(f"  exact {exact}, wrapping register {wrp}, Hopper (saturate per block of 16) {hop}",
           file=out)
 
     xs = np.array([464.0, 465.0, 1e6, -np.inf, np.nan, 2.0**-10], np.float32)
     print("\nfloat32 -> E4M3: value, non-saturating (PyTorch), saturating (Hopper cvt)", file=out)
-    ns, s = to_fp8(xs, "e4m3"), to_fp8(xs, "e4m3", saturate=True)
+    ns, s = to_fp8(xs, "e4m3", overflow="nonfinite"), to_fp8(xs, "e4m3")
     dn, ds = from_fp8(ns, "e4m3"), from_fp8(s, "e4m3")
     for x, c1, v1, c2, v2 in zip(xs, ns, dn, s, ds):
         print(f"  {x:>12g}  0x{c1:02X} ({v1:g})   0x{c2:02X} ({v2:g})", file=out)
 
     rng = np.random.default_rng(0)
-    A = to_fp8(rng.standard_normal((64, 4096)).astype(np.float32), "e4m3", saturate=True)
-    B = to_fp8(rng.standard_normal((4096, 64)).astype(np.float32), "e4m3", saturate=True)
+    A = to_fp8(rng.standard_normal((64, 4096)).astype(np.float32), "e4m3")
+    B = to_fp8(rng.standard_normal((4096, 64)).astype(np.float32), "e4m3")
     hw = fp8_matmul(A, B)
-    fast = fp8_matmul(A, B, fast_accum=True)
-    ideal = fp8_matmul(A, B, accumulator=TensorCoreAccumulator.exact())
-    f32 = from_fp8(A, "e4m3") @ from_fp8(B, "e4m3")
+    fast = fp8_matmul(A, B, acc=TensorCoreAccumulator.hopper_fp8(fast_accum=True))
+    ideal = fp8_matmul(A, B, acc=TensorCoreAccumulator.exact())
+    f32 = from_fp8(A) @ from_fp8(B)
     print("\nFP8 E4M3 GEMM 64x4096x64: how far each accumulation is from the exact sum", file=out)
     for name, r in (("Hopper, split (cuBLAS default)", hw), ("Hopper, fast_accum", fast),
                     ("float32 matmul", f32)):
@@ -76,17 +76,42 @@ def _demo(out) -> None:
               f"{same:5.1f}% equal to the correctly rounded sum", file=out)
 
 
+def _workload(args):
+    from . import study
+    from .models.mlp import load_data, load_mlp
+    m, d = args.model, args.data
+    kw = dict(seed=args.seed, limit=args.limit)
+    if m in (None, "mlp"):
+        if d is not None:
+            raise ValueError("--data: the default MLP has its own data; give --model weights.npz "
+                             "--data data.npz for a user MLP")
+        return study.mlp_workload(**kw)
+    if m == "minilm":
+        if d is not None:
+            raise ValueError("--data: MiniLM evaluates the shipped sentences; no --data")
+        return study.minilm_workload(**kw, **({"batch": args.batch} if args.batch else {}))
+    if m == "convnet":
+        if d is not None:
+            raise ValueError("--data: the conv net evaluates the shipped digits; no --data")
+        return study.convnet_workload(**kw)
+    if d is None:
+        raise ValueError(f"--data: --model {m} needs --data (a .npz of inputs)")
+    if m.endswith(".onnx"):
+        return study.graph_workload(m, d, **kw, **({"batch": args.batch} if args.batch else {}))
+    if m.endswith(".npz"):
+        return study.mlp_workload(load_mlp(m), load_data(d), **kw)
+    raise ValueError(f"--model: expected mlp, minilm, convnet, a .onnx graph or a .npz of MLP "
+                     f"weights, got {m!r}")
+
+
 def _study(args, out) -> int:
-    from .study import format_table, load_data, load_model, run_study, write_report
+    from .study import format_table, run_study, write_report
     profiles = None
     if args.profiles:
         profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
-    if (args.model is None) != (args.data is None):
-        raise ValueError("--model and --data: give both (a weights .npz and a data .npz), or neither")
-    model = load_model(args.model) if args.model else None
-    data = load_data(args.data) if args.data else None
-    res = run_study(profiles, model, data, seed=args.seed, limit=args.limit,
-                    progress=not args.quiet)
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit: expected a positive number, got {args.limit}")
+    res = run_study(profiles, _workload(args), progress=not args.quiet)
     print(format_table(res), file=out)
     paths = write_report(res, args.out, figures=not args.no_figures)
     print(f"\n{len(res['profiles'])} profiles on {res['data']['samples']} samples in "
@@ -120,8 +145,11 @@ def main(argv=None) -> int:
     st = sub.add_parser("study", help="run the design study and write a report")
     st.add_argument("--profiles", help="comma-separated profile names or .toml/.json files "
                     "(default: every built-in profile)")
-    st.add_argument("--model", help="a .npz of layer weights w0, b0, w1, b1, ... (needs --data)")
-    st.add_argument("--data", help="a .npz with x, y and optionally x_calib (with --model)")
+    st.add_argument("--model", help="mlp (default), minilm, convnet, a .onnx graph (with --data: one "
+                    "array per graph input, optionally labels and calib_<input>), or a .npz of MLP "
+                    "weights w0, b0, ... (with --data: x, y, optionally x_calib)")
+    st.add_argument("--data", help="a .npz of inputs for --model path.onnx or path.npz")
+    st.add_argument("--batch", type=int, help="samples per batch for graph models")
     st.add_argument("--out", default="fixedpoint-study", help="report folder (default: %(default)s)")
     st.add_argument("--seed", type=int, default=0, help="chooses the calibration samples")
     st.add_argument("--limit", type=int, help="evaluate on the first N samples only")
@@ -139,8 +167,9 @@ def main(argv=None) -> int:
         if args.cmd == "profiles":
             return _profiles(args, sys.stdout)
         {"info": _info, "demo": _demo}[args.cmd](sys.stdout)
-    except (ValueError, TypeError, OSError) as e:
-        print(f"fixedpoint {args.cmd}: error: {e}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, ImportError) as e:
+        print(f"fixedpoint {args.cmd}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+              file=sys.stderr)
         return 2
     except BrokenPipeError:          # e.g. piped into `head`
         sys.stderr.close()

@@ -95,6 +95,8 @@ class NodeTrace:
     layer: LayerTrace
     sqnr_db: float
     depth: int                       # position among the overridden nodes, in graph order
+    signal: float = 0.0              # sum of the float output's squares (for totals over batches)
+    noise: float = 0.0               # sum of the squared differences
 
     @property
     def overflows(self) -> int:
@@ -401,9 +403,11 @@ class Session:
         outs, rec = self._evaluate(f, "quant", True)
         trace = GraphTrace()
         for name, (y, tr, order, op_type, kind) in sorted(rec.items(), key=lambda kv: kv[1][2]):
-            ref = reference[name][0]
+            ref = np.asarray(reference[name][0], np.float64)
+            signal = float(np.sum(ref ** 2))
+            noise = float(np.sum((ref - np.asarray(y, np.float64)) ** 2))
             q = sqnr_db(ref, y) if ref.size else float("inf")
-            trace.nodes[name] = NodeTrace(name, op_type, kind.replace("_t", ""), tr, q, order)
+            trace.nodes[name] = NodeTrace(name, op_type, kind.replace("_t", ""), tr, q, order, signal, noise)
         return outs, trace
 
     def reference_outputs(self, feeds):

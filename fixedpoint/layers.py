@@ -85,6 +85,10 @@ class LayerTrace:
         The activation scale(s) used.
     x_absmax : float
         The largest input magnitude in this call.
+    dims : tuple
+        ``(batch, m, k, n)``: ``batch`` products of ``(m x k) @ (k x n)`` (a
+        convolution: ``m`` output pixels, ``k = C/groups * kh * kw``, ``n`` all
+        output channels).
     """
 
     name: str
@@ -99,6 +103,7 @@ class LayerTrace:
     clipped_inputs: int = 0
     x_scale: np.ndarray | None = None
     x_absmax: float = 0.0
+    dims: tuple = ()
 
     @property
     def overflow_count(self) -> int:
@@ -457,6 +462,11 @@ class _Layer:
             raise ValueError(f"scale: expected a finite, non-negative float, got {scale!r}")
         self._fixed_in[operand] = (s, np.int32(zero_point))
 
+    def static_input(self, operand=0):
+        """The static ``(scale, zero_point)`` of a per-tensor activation operand
+        (fixed, or from calibration), or None when scales are taken per call."""
+        return self._static_in(operand)
+
     def set_output_quantization(self, scale, zero_point=0) -> None:
         """Fix the INT8 output's scale and zero point (e.g. the next layer's input
         quantization, for a fused ReLU) instead of calibrating them."""
@@ -618,8 +628,9 @@ class Linear(_Layer):
 
     def _run2d(self, X):
         p = self.profile
+        dims = (1, X.shape[0], self.K, self.N)
         if p.is_float:
-            self.trace = LayerTrace(self.name, self.op, x_absmax=_absmax(X))
+            self.trace = LayerTrace(self.name, self.op, x_absmax=_absmax(X), dims=dims)
             return self._finish(self.reference(X))
         a = p.activations
         xc, sx, zx, xq = _quantize_act(a, X, self._static_in(0), None)
@@ -628,7 +639,7 @@ class Linear(_Layer):
         if isinstance(wq.fmt, FloatFormat):
             y, acc = _float_product(p, xc, sx, wq.codes, wq.scale, self.bias, (xq.fmt, wq.fmt))
             self.trace = LayerTrace(self.name, self.op, xq, wq, acc, None, clipped_inputs=clipped,
-                                    x_scale=np.asarray(sx), x_absmax=_absmax(X))
+                                    x_scale=np.asarray(sx), x_absmax=_absmax(X), dims=dims)
             return self._finish(y)
         groups = p.weights.group_size if p.weights.granularity == "group" else None
         sw = wq.scale
@@ -639,7 +650,7 @@ class Linear(_Layer):
             p, xc, sx, zx, xq.fmt, wq.codes, sw, zw, wq.fmt, self.bias, groups, self._static_out(),
             self.name)
         self.trace = LayerTrace(self.name, self.op, xq, wq, acc, ovf, codes, so, zo, clipped,
-                                np.asarray(sx), _absmax(X))
+                                np.asarray(sx), _absmax(X), dims)
         return self._finish(y)
 
 
@@ -659,8 +670,9 @@ class MatMul(_Layer):
     >>> from fixedpoint import layers
     >>> mm = layers.MatMul("h100-int8")
     >>> a = np.array([[1.0, 2.0]], np.float32); b = np.array([[3.0], [0.5]], np.float32)
-    >>> mm.run(a, b).tolist(), mm.trace.overflow_count
-    ([[4.0]], 0)
+    >>> y = mm.run(a, b)                 # codes [64, 127] and [127, 21]: 10795 * 2/127 * 3/127
+    >>> int(mm.trace.accumulator[0, 0]), y.tolist()   # 4.0157, rounded to bfloat16
+    (10795, [[4.03125]])
     """
 
     op = "matmul"
@@ -691,8 +703,10 @@ class MatMul(_Layer):
     def run(self, a, b) -> np.ndarray:
         A, B = self._inputs(a, b)
         p = self.profile
+        lead = np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
+        dims = (int(np.prod(lead, dtype=np.int64)), A.shape[-2], A.shape[-1], B.shape[-1])
         if p.is_float:
-            self.trace = LayerTrace(self.name, self.op, x_absmax=_absmax(A))
+            self.trace = LayerTrace(self.name, self.op, x_absmax=_absmax(A), dims=dims)
             return self._finish(np.matmul(A, B).astype(np.float32))
         act = p.activations
         ac, sa, za, aq = _quantize_act(act, A, self._static_in(0), -1)
@@ -701,12 +715,12 @@ class MatMul(_Layer):
         if isinstance(aq.fmt, FloatFormat):
             y, acc = _float_product(p, ac, sa, bc, sb, None, (aq.fmt, bq.fmt))
             self.trace = LayerTrace(self.name, self.op, aq, bq, acc, None, clipped_inputs=clipped,
-                                    x_scale=np.asarray(sa), x_absmax=_absmax(A))
+                                    x_scale=np.asarray(sa), x_absmax=_absmax(A), dims=dims)
             return self._finish(y)
         y, acc, ovf, codes, so, zo = _integer_product(
             p, ac, sa, za, aq.fmt, bc, sb, zb, bq.fmt, None, None, self._static_out(), self.name)
         self.trace = LayerTrace(self.name, self.op, aq, bq, acc, ovf, codes, so, zo, clipped,
-                                np.asarray(sa), _absmax(A))
+                                np.asarray(sa), _absmax(A), dims)
         return self._finish(y)
 
 
@@ -828,8 +842,10 @@ class Conv2d(_Layer):
         X = self._input(x)
         p = self.profile
         if p.is_float:
-            self.trace = LayerTrace(self.name, self.op, x_absmax=_absmax(X))
-            return self._finish(np.ascontiguousarray(self.reference(X)))
+            y = self.reference(X)
+            dims = (1, y.shape[0] * y.shape[2] * y.shape[3], self.Cg * self.kh * self.kw, self.O)
+            self.trace = LayerTrace(self.name, self.op, x_absmax=_absmax(X), dims=dims)
+            return self._finish(np.ascontiguousarray(y))
         a = p.activations
         N, G = X.shape[0], self.groups
         Og = self.O // G
@@ -889,7 +905,8 @@ class Conv2d(_Layer):
         y = out.reshape(N, OH, OW, self.O).transpose(0, 3, 1, 2)
         cds = np.concatenate(codes_out, axis=-1) if codes_out else None
         self.trace = LayerTrace(self.name, self.op, xq, wq, np.concatenate(accs, axis=-1), ovf, cds,
-                                so, zo, clipped, np.asarray(sx), _absmax(X))
+                                so, zo, clipped, np.asarray(sx), _absmax(X),
+                                (1, N * OH * OW, self.Cg * self.kh * self.kw, self.O))
         return self._finish(np.ascontiguousarray(y))
 
     def _operands(self, wq, sx, zx, xc, g, Og, wgroups):

@@ -615,7 +615,7 @@ def dequantize(q: QTensor, *, dtype=np.float32) -> np.ndarray:
     --------
     >>> import numpy as np, fixedpoint as fp
     >>> fp.dequantize(fp.quantize(np.array([0.0, 0.5, -1.0]), "int4")).tolist()
-    [0.0, 0.4285714328289032, -1.0]
+    [0.0, 0.4285714626312256, -1.0]
     """
     if not isinstance(q, QTensor):
         raise TypeError(f"q: expected a QTensor, got {type(q).__name__}")

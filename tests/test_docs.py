@@ -6,7 +6,8 @@ import pytest
 
 MODULES = ["fixedpoint.formats", "fixedpoint.intops", "fixedpoint.accumulate", "fixedpoint.fp8",
            "fixedpoint.tensorcore", "fixedpoint.rtl", "fixedpoint._checks", "fixedpoint.requant",
-           "fixedpoint.quantize", "fixedpoint.metrics", "fixedpoint.calibrate", "fixedpoint.profiles", "fixedpoint.study"]
+           "fixedpoint.quantization", "fixedpoint.metrics", "fixedpoint.calibrate", "fixedpoint.profiles",
+           "fixedpoint.layers", "fixedpoint.study", "fixedpoint.models.mlp"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -12,16 +12,16 @@ RNG = np.random.default_rng(8)
 X32 = RNG.standard_normal(50_001).astype(np.float32) * 50
 A8 = RNG.integers(-128, 128, (37, 300)).astype(np.int8)
 B8 = RNG.integers(-128, 128, (300, 29)).astype(np.int8)
-F8A = fp.to_fp8(RNG.standard_normal((33, 200)).astype(np.float32), "e4m3", saturate=True)
-F8B = fp.to_fp8(RNG.standard_normal((200, 17)).astype(np.float32), "e4m3", saturate=True)
+F8A = fp.to_fp8(RNG.standard_normal((33, 200)).astype(np.float32), "e4m3")
+F8B = fp.to_fp8(RNG.standard_normal((200, 17)).astype(np.float32), "e4m3")
 
 KERNELS = {
-    "mul": lambda: fp.mul(A8, A8, num_threads=2),
-    "matmul_sat": lambda: fp.matmul(A8, B8, acc=fp.Accumulator(32, "saturate", 32), c=np.full((37, 29), 2**31 - 2**20), num_threads=2),
-    "matmul_16": lambda: fp.matmul(A8, B8, acc=fp.Accumulator(16, "wrap", 3), num_threads=2),
+    "mul": lambda: fp.mul(A8, A8, "int8", num_threads=2),
+    "matmul_sat": lambda: fp.matmul(A8, B8, "int8", acc=fp.Accumulator(32, "saturate", 32), c=np.full((37, 29), 2**31 - 2**20), num_threads=2),
+    "matmul_16": lambda: fp.matmul(A8, B8, "int8", acc=fp.Accumulator(16, "wrap", 3), num_threads=2),
     "to_fp8": lambda: fp.to_fp8(X32, "e5m2", num_threads=2),
     "to_fp8_sr": lambda: fp.to_fp8(X32, "e4m3", rounding="stochastic", seed=3, num_threads=2),
-    "from_fp8": lambda: fp.from_fp8(F8A, "e4m3", num_threads=2),
+    "from_fp8": lambda: fp.from_fp8(F8A, num_threads=2),
     "fp8_matmul": lambda: fp.fp8_matmul(F8A, F8B, num_threads=2),
     "quantize": lambda: fp.quantize(X32, "int8", scale=0.3, num_threads=2).codes,
     "quantize_int4": lambda: fp.quantize(X32[:-1], "int4", num_threads=2).pack(),
@@ -51,9 +51,10 @@ def test_many_python_threads_give_the_serial_bits(name):
         np.testing.assert_array_equal(r.view(np.uint8), want.view(np.uint8))
 
 
-_EDGE, _H100 = fp.profiles.get("edge-int4"), fp.profiles.get("h100-fp8")
 _W64 = (RNG.standard_normal((64, 16)) * 0.1).astype(np.float32)
 _B16 = RNG.standard_normal(16).astype(np.float32)
+_EDGE, _H100 = fp.layers.Linear("edge-int4", _W64, _B16), fp.layers.Linear("h100-fp8", _W64, _B16)
+_CONV = fp.layers.Conv2d("ane-int8", RNG.standard_normal((4, 2, 3, 3)).astype(np.float32), padding=1)
 
 
 def _rss_kb():
@@ -61,18 +62,20 @@ def _rss_kb():
         return int(f.read().split()[1]) * resource.getpagesize() // 1024
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(resource, "getpagesize"), reason="needs /proc")
 def test_memory_stays_flat_over_10000_calls():
     small = {k: v for k, v in {
-        "mul": lambda: fp.mul(A8[:2], A8[:2]),
-        "matmul": lambda: fp.matmul(A8[:3, :40], B8[:40, :5], acc=fp.Accumulator(32, "saturate", 32), return_overflow=True),
+        "mul": lambda: fp.mul(A8[:2], A8[:2], "int8"),
+        "matmul": lambda: fp.matmul(A8[:3, :40], B8[:40, :5], "int8", acc=fp.Accumulator(32, "saturate", 32), return_overflow=True),
         "to_fp8": lambda: fp.to_fp8(X32[:100], "e4m3"),
-        "from_fp8": lambda: fp.from_fp8(F8A[:2], "e4m3"),
+        "from_fp8": lambda: fp.from_fp8(F8A[:2]),
         "fp8_matmul": lambda: fp.fp8_matmul(F8A[:2, :64], F8B[:64, :3]),
         "quantize": lambda: fp.quantize(X32[:64], "int4").pack(),
-        "requantize": lambda: fp.requantize(A8[0].astype(np.int32), 2**30, -3),
-        "profile_linear": lambda: _EDGE.linear(X32[:128].reshape(2, 64), _W64, _B16),
-        "profile_linear_fp8": lambda: _H100.linear(X32[:128].reshape(2, 64), _W64, _B16),
+        "requantize": lambda: fp.requantize(A8[0].astype(np.int32), 2**30, -3, out_fmt="int8"),
+        "layer_linear": lambda: _EDGE.run(X32[:128].reshape(2, 64)),
+        "layer_linear_fp8": lambda: _H100.run(X32[:128].reshape(2, 64)),
+        "layer_conv": lambda: _CONV.run(X32[:128].reshape(1, 2, 8, 8)),
     }.items()}
     for fn in small.values():           # warm up caches and allocator pools
         for _ in range(200):
@@ -95,21 +98,23 @@ BAD = {
 
 @pytest.mark.parametrize("bad", list(BAD))
 @pytest.mark.parametrize("call", [
-    lambda v: fp.mul(v, [1, 2]),
-    lambda v: fp.add([1, 2], v),
-    lambda v: fp.mul_wide(v, [1, 2]),
+    lambda v: fp.mul(v, [1, 2], "int8"),
+    lambda v: fp.add([1, 2], v, "int8"),
+    lambda v: fp.mul_wide(v, [1, 2], "int8"),
     lambda v: fp.saturate(v, "int8"),
     lambda v: fp.wrap(v, "int8"),
-    lambda v: fp.matmul(v, np.ones((2, 2), np.int8)),
-    lambda v: fp.to_fp8(v),
-    lambda v: fp.from_fp8(v),
-    lambda v: fp.fp8_matmul(v, np.ones((2, 2), np.uint8)),
+    lambda v: fp.matmul(v, np.ones((2, 2), np.int8), "int8"),
+    lambda v: fp.to_fp8(v, "e5m2"),
+    lambda v: fp.from_fp8(v, "e5m2"),
+    lambda v: fp.fp8_matmul(v, np.ones((2, 2), np.uint8), "e4m3"),
     lambda v: fp.quantize(v, "int8"),
-    lambda v: fp.requantize(v, 2**30, 0),
-    lambda v: fp.profiles.get("ane-int8").linear(v, np.ones((2, 2), np.float32)),
-    lambda v: fp.profiles.get("h100-fp8").linear(v, np.ones((2, 2), np.float32)),
+    lambda v: fp.requantize(v, 2**30, 0, out_fmt="int8"),
+    lambda v: fp.layers.Linear("ane-int8", np.ones((2, 2), np.float32)).run(v),
+    lambda v: fp.layers.Linear("h100-fp8", np.ones((2, 2), np.float32)).run(v),
+    lambda v: fp.layers.MatMul("ane-int8").run(v, np.ones((2, 2), np.float32)),
+    lambda v: fp.layers.Conv2d("ane-int8", np.ones((1, 1, 1, 1), np.float32)).run(v),
 ], ids=["mul", "add", "mul_wide", "saturate", "wrap", "matmul", "to_fp8", "from_fp8",
-        "fp8_matmul", "quantize", "requantize", "profile_linear_int", "profile_linear_fp8"])
+        "fp8_matmul", "quantize", "requantize", "linear_int", "linear_fp8", "matmul_layer", "conv"])
 def test_bad_input_matrix(call, bad):
     """Wrong kinds of input raise TypeError/ValueError naming the argument, never crash."""
     with pytest.raises((TypeError, ValueError)) as info:
@@ -131,19 +136,20 @@ def test_layouts_give_the_contiguous_bits(layout):
     i8 = np.clip(np.rint(np.asarray(v, np.float64)), -128, 127).astype(np.int8)
     if i8.ndim == 2:
         i8v = i8 if layout != "big_endian" else i8.astype(">i2")
-        np.testing.assert_array_equal(fp.mul(i8v, i8v), fp.mul(np.ascontiguousarray(i8), np.ascontiguousarray(i8)))
+        np.testing.assert_array_equal(fp.mul(i8v, i8v, "int8"),
+                                      fp.mul(np.ascontiguousarray(i8), np.ascontiguousarray(i8), "int8"))
         # a layer on the same input, and requantize on int32 views of it
         w = _W64[:v.shape[1]] if v.shape[1] <= 64 else None
         for name in ("ane-int8", "h100-fp8", "h100-int8"):
-            p = fp.profiles.get(name)
-            y1, t1 = p.linear(v, w, _B16)
-            y2, t2 = p.linear(c, w, _B16)
+            y1, t1 = fp.layers.linear(name, v, w, _B16)
+            y2, t2 = fp.layers.linear(name, c, w, _B16)
             np.testing.assert_array_equal(y1.view(np.uint32), y2.view(np.uint32))
             assert not np.shares_memory(y1, v)
         a32 = (np.asarray(v, np.float64) * 1000).astype(np.int32)
         a32 = a32 if layout != "big_endian" else a32.astype(">i4")
-        np.testing.assert_array_equal(fp.requantize(a32, 2**30, -2),
-                                      fp.requantize(np.ascontiguousarray(a32, np.int32), 2**30, -2))
+        np.testing.assert_array_equal(fp.requantize(a32, 2**30, -2, out_fmt="int8"),
+                                      fp.requantize(np.ascontiguousarray(a32, np.int32), 2**30, -2,
+                                                    out_fmt="int8"))
 
 
 _HUGE = r"""
@@ -163,7 +169,7 @@ if sys.argv[2] == "encode":
     x[:2**31].reshape(rows, 65536)[:] = table             # every float16 value, 32768 times
     x[2**31:] = table[:7]
     base = peak_mb()
-    out = fp.to_fp8(x, "e5m2", saturate=True)
+    out = fp.to_fp8(x, "e5m2")
     want = enc
 else:
     codes = np.empty(n, np.uint8)
