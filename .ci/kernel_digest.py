@@ -15,28 +15,28 @@ x = (rng.standard_normal(1 << 20) * 10.0 ** rng.integers(-6, 6, 1 << 20)).astype
 a8 = rng.integers(-128, 128, 1 << 20).astype(np.int8)
 b8 = rng.integers(-128, 128, 1 << 20).astype(np.int8)
 A, B = rng.integers(-128, 128, (300, 700)).astype(np.int8), rng.integers(-128, 128, (700, 300)).astype(np.int8)
-F8A = fp.to_fp8(rng.standard_normal((200, 256)).astype(np.float32), "e4m3", saturate=True)
-F8B = fp.to_fp8(rng.standard_normal((256, 200)).astype(np.float32), "e4m3", saturate=True)
+F8A = fp.to_fp8(rng.standard_normal((200, 256)).astype(np.float32), "e4m3")
+F8B = fp.to_fp8(rng.standard_normal((256, 200)).astype(np.float32), "e4m3")
 X2 = x[:256 * 1024].reshape(256, 1024)
 W256 = np.clip(x[-256 * 64:].reshape(256, 64), -50, 50) * np.float32(0.01)
 
 KERNELS = {
-    "mul_sat": lambda t: fp.mul(a8, b8, num_threads=t),
-    "mul_wrap": lambda t: fp.mul(a8, b8, "int8", "wrap", num_threads=t),
-    "add_sat": lambda t: fp.add(a8, b8, num_threads=t),
-    "matmul_wrap": lambda t: fp.matmul(A, B, num_threads=t),
-    "matmul_sat32": lambda t: fp.matmul(A, B, acc=fp.Accumulator(32, "saturate", 32),
+    "mul_sat": lambda t: fp.mul(a8, b8, "int8", num_threads=t),
+    "mul_wrap": lambda t: fp.mul(a8, b8, "int8", overflow="wrap", num_threads=t),
+    "add_sat": lambda t: fp.add(a8, b8, "int8", num_threads=t),
+    "matmul_wrap": lambda t: fp.matmul(A, B, "int8", acc=fp.Accumulator(32, "wrap"), num_threads=t),
+    "matmul_sat32": lambda t: fp.matmul(A, B, "int8", acc=fp.Accumulator(32, "saturate", 32),
                                         c=np.full((300, 300), 2**31 - 2**22), num_threads=t),
-    "matmul_acc16": lambda t: fp.matmul(A, B, acc=fp.Accumulator(16, "wrap", 3), return_overflow=True,
+    "matmul_acc16": lambda t: fp.matmul(A, B, "int8", acc=fp.Accumulator(16, "wrap", 3), return_overflow=True,
                                         num_threads=t),
     "to_e5m2": lambda t: fp.to_fp8(x, "e5m2", num_threads=t),
-    "to_e4m3_sat": lambda t: fp.to_fp8(x, "e4m3", saturate=True, num_threads=t),
+    "to_e4m3_sat": lambda t: fp.to_fp8(x, "e4m3", num_threads=t),
     "to_e4m3_sr": lambda t: fp.to_fp8(x, "e4m3", rounding="stochastic", seed=5, num_threads=t),
-    "to_e2m1_rtz": lambda t: fp.to_fp8(x, "e2m1", saturate=True, rounding="toward_zero", num_threads=t),
+    "to_e2m1_rtz": lambda t: fp.to_fp8(x, "e2m1", rounding="toward_zero", num_threads=t),
     "from_e4m3": lambda t: fp.from_fp8(a8.view(np.uint8) & np.uint8(0x7E), "e4m3", num_threads=t),
     "fp8_matmul": lambda t: fp.fp8_matmul(F8A, F8B, num_threads=t),
-    "fp8_matmul_fast": lambda t: fp.fp8_matmul(F8A, F8B, fast_accum=True, num_threads=t),
-    "fp8_matmul_exact": lambda t: fp.fp8_matmul(F8A, F8B, accumulator=fp.TensorCoreAccumulator.exact(),
+    "fp8_matmul_fast": lambda t: fp.fp8_matmul(F8A, F8B, acc=fp.TensorCoreAccumulator.hopper_fp8(True), num_threads=t),
+    "fp8_matmul_exact": lambda t: fp.fp8_matmul(F8A, F8B, acc=fp.TensorCoreAccumulator.exact(),
                                                 num_threads=t),
     "quantize_int8": lambda t: fp.quantize(x, "int8", scale=0.01, num_threads=t).codes,
     "quantize_int8_minmax": lambda t: fp.quantize(x, "int8", num_threads=t).codes,
@@ -46,9 +46,11 @@ KERNELS = {
     "quantize_e4m3": lambda t: fp.quantize(x, "e4m3", num_threads=t).codes,
 }
 for name in fp.profiles.BUILTIN_NAMES:
-    p = fp.profiles.get(name)
-    KERNELS[f"profile_{name}"] = (lambda p: lambda t: _with_threads(t, lambda: p.linear(
-        X2[:32, :256], W256, x[:64])[0]))(p)
+    KERNELS[f"linear_{name}"] = (lambda n: lambda t: _with_threads(t, lambda: fp.layers.Linear(
+        n, W256, x[:64]).run(X2[:32, :256])))(name)
+    KERNELS[f"conv_{name}"] = (lambda n: lambda t: _with_threads(t, lambda: fp.layers.Conv2d(
+        n, W256[:144].T.reshape(64, 16, 3, 3)[:8], groups=2, padding=1, stride=2).run(
+        X2[:2, :1024].reshape(2, 32, 4, 8))))(name)
 
 
 def _with_threads(t, fn):

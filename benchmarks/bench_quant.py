@@ -38,38 +38,41 @@ class QuantizePack:
 
 
 class Calibration:
-    params = (["percentile", "mse", "entropy"],)
-    param_names = ["method"]
+    """Histogram calibration per tensor and per channel (vectorised over candidates
+    and channels)."""
+    params = (["percentile", "mse", "entropy"], ["tensor", "channel"])
+    param_names = ["method", "granularity"]
 
-    def setup(self, method):
-        self.x = rng(10).standard_normal(1 << 16).astype(np.float32)
+    def setup(self, method, gran):
+        self.x = rng(10).standard_normal((64, 1 << 10)).astype(np.float32)
+        self.kw = {} if gran == "tensor" else {"axis": 0}
 
-    def time_calibrate(self, method):
-        fp.quantize(self.x, "int8", calibration=method)
+    def time_calibrate(self, method, gran):
+        fp.quantize(self.x, "int8", calibration=method, **self.kw)
 
-    def peakmem_calibrate(self, method):
-        fp.quantize(self.x, "int8", calibration=method)
+    def peakmem_calibrate(self, method, gran):
+        fp.quantize(self.x, "int8", calibration=method, **self.kw)
 
 
 class Requantize:
     params = ([1 << 24] if LARGE else [1 << 20], ["double", "single", "float"], ["tensor", "channel"],
               THREADS)
-    param_names = ["n", "rounding", "granularity", "threads"]
+    param_names = ["n", "method", "granularity", "threads"]
 
-    def setup(self, n, rounding, gran, threads):
+    def setup(self, n, method, gran, threads):
         self.acc = rng(11).integers(-2**24, 2**24, (n // 256, 256)).astype(np.int32)
         real = 0.0007 if gran == "tensor" else rng(12).uniform(1e-4, 1e-3, 256)
         self.m, self.s = fp.quantize_multiplier(real)
         self.real = real
 
-    def time_requantize(self, n, rounding, gran, threads):
-        if rounding == "float":       # NumPy float32 arithmetic: no threads
-            fp.requantize(self.acc, self.real, rounding="float")
+    def _call(self, method, threads):
+        if method == "float":         # NumPy float32 arithmetic: no threads
+            fp.requantize(self.acc, self.real, out_fmt="int8", method="float")
         else:
-            fp.requantize(self.acc, self.m, self.s, rounding=rounding, num_threads=threads)
+            fp.requantize(self.acc, self.m, self.s, out_fmt="int8", method=method, num_threads=threads)
 
-    def peakmem_requantize(self, n, rounding, gran, threads):
-        if rounding == "float":
-            fp.requantize(self.acc, self.real, rounding="float")
-        else:
-            fp.requantize(self.acc, self.m, self.s, rounding=rounding, num_threads=threads)
+    def time_requantize(self, n, method, gran, threads):
+        self._call(method, threads)
+
+    def peakmem_requantize(self, n, method, gran, threads):
+        self._call(method, threads)
