@@ -36,7 +36,7 @@ import numpy as np
 from . import _quant
 from ._checks import as_integer_array, check_choice, check_int_range, resolve_threads
 from .accumulate import Accumulator, matmul
-from .formats import IntFormat, as_int_format
+from .formats import IntFormat, as_format
 
 __all__ = ["quantize_multiplier", "requantize", "qlinear", "REQUANT_METHODS"]
 
@@ -140,7 +140,7 @@ def requantize(acc, multiplier, shift=0, *, zero_point=0, out_fmt, method="doubl
     >>> fp.requantize([1000, -1000], 0.0035, out_fmt="int8", method="float").tolist()
     [4, -4]
     """
-    f = as_int_format(out_fmt, "out_fmt")
+    f = as_format(out_fmt, "out_fmt", "int")
     check_choice(method, "method", REQUANT_METHODS)
     a = as_integer_array(acc, "acc")
     if a.size and a.dtype.itemsize >= 4 and a.dtype != np.int32 and \
@@ -221,7 +221,7 @@ def _signed_format_for(lo: int, hi: int) -> IntFormat:
     if bits > 16:
         raise ValueError(f"x_q/w_q: zero-point corrected operands span [{lo}, {hi}]; at most "
                          f"16-bit signed operands are supported")
-    return as_int_format(f"int{bits}")
+    return as_format(f"int{bits}", "fmt", "int")
 
 
 def _operand_formats(fmt):
@@ -229,8 +229,8 @@ def _operand_formats(fmt):
         if len(fmt) != 2:
             raise ValueError(f"fmt: expected one format or a pair (x_fmt, w_fmt), got {len(fmt)} "
                              f"formats")
-        return as_int_format(fmt[0], "fmt"), as_int_format(fmt[1], "fmt")
-    f = as_int_format(fmt, "fmt")
+        return as_format(fmt[0], "fmt", "int"), as_format(fmt[1], "fmt", "int")
+    f = as_format(fmt, "fmt", "int")
     return f, f
 
 

@@ -276,7 +276,7 @@ def test_bad_arguments():
         fp.requantize([1], 1, 0, out_fmt="int8", method="half_up")
     with pytest.raises(TypeError, match="out_fmt"):
         fp.requantize([1], 1, 0)
-    with pytest.raises(ValueError, match="out_fmt: unknown integer format"):
+    with pytest.raises(ValueError, match="out_fmt: unknown format"):
         fp.requantize([1], 1, 0, out_fmt="int99")
     with pytest.raises(ValueError, match="shift: must lie in"):
         fp.requantize([1], 2**30, 31, out_fmt="int8")
