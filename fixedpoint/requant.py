@@ -234,6 +234,35 @@ def _operand_formats(fmt):
     return f, f
 
 
+def _fold_zero_points(X, W, xz, wz, b, fx, fw, raw_fmt, acc):
+    """The register's initial value that lets the raw codes stand for ``x - xz``
+    and ``w - wz``, or None where that could change the bits.
+
+    ``b + sum (x - xz)(w - wz) = (b - xz colsum(w) - wz rowsum(x) + K xz wz)
+    + sum x w``.  A wrapping register sums modulo 2^bits in any order, so the
+    folded start (reduced modulo 2^bits) gives the same bits always.  A
+    saturating one does only when neither sum can reach its limits (then
+    neither ever clamps and both are exact).  Scalar ``xz`` and scalar or
+    per-column ``wz`` only."""
+    N, K = W.shape[1], W.shape[0]
+    if xz.ndim != 0 or wz.ndim > 1 or wz.size not in (1, N):
+        return None
+    x0, w0 = int(xz), wz.reshape(-1).astype(np.int64)
+    colsum = W.sum(axis=0, dtype=np.int64)
+    rowsum = X.sum(axis=-1, dtype=np.int64)[..., None]
+    c = b - x0 * colsum - w0 * rowsum + K * x0 * w0
+    if acc.overflow == "wrap":                 # int64 sums: exact, then modulo 2^bits
+        return c if acc.bits == 64 else (c - acc.min) % (1 << acc.bits) + acc.min
+    bmax = int(np.abs(b).max(initial=0))
+    xmax = max(abs(fx.min - x0), abs(fx.max - x0))
+    wmax = int(max(np.abs(fw.min - w0).max(), np.abs(fw.max - w0).max()))
+    rmax = max(abs(raw_fmt.min), raw_fmt.max) ** 2
+    cmax = int(np.abs(c).max(initial=0))
+    if bmax + K * xmax * wmax <= acc.max and cmax + K * rmax <= acc.max:
+        return c
+    return None
+
+
 def qlinear(x_q, w_q, fmt, *, bias_q=None, x_zero_point=0, w_zero_point=0, multiplier, shift=0,
             out_zero_point=0, out_fmt, acc=None, method="double", num_threads=None):
     """An integer linear layer, the way int8 runtimes run it.
@@ -241,9 +270,11 @@ def qlinear(x_q, w_q, fmt, *, bias_q=None, x_zero_point=0, w_zero_point=0, multi
     ``out = requantize(bias + sum_k (x - x_zp)(w - w_zp))``: the int32 bias is
     the register's initial value and the zero-point corrected products are
     summed into it through ``acc``, then :func:`requantize` with ``method`` and
-    the output zero point, clamped to ``out_fmt``.  With zero points 0 the codes
-    are multiplied as they are; a nonzero zero point widens its operand's codes
-    to the narrowest signed format holding ``code - zero_point``.
+    the output zero point, clamped to ``out_fmt``.  The codes are multiplied as
+    they are; nonzero zero points are folded into the register's initial value
+    where that gives the same bits (a wrapping register, or a saturating one
+    that provably never clamps), and otherwise widen the codes to the narrowest
+    signed format holding ``code - zero_point``.
 
     Parameters
     ----------
@@ -290,26 +321,30 @@ def qlinear(x_q, w_q, fmt, *, bias_q=None, x_zero_point=0, w_zero_point=0, multi
             raise ValueError(f"{name}: outside the {f.name} range [{f.min}, {f.max}]")
     check_int_range(X, "x_q", fx.min, fx.max, f"the {fx.name}")
     check_int_range(W, "w_q", fw.min, fw.max, f"the {fw.name}")
-    if not np.any(xz) and not np.any(wz):
-        if fx == fw:                   # the codes as they are: no copies, no widening
-            op_fmt, xs, ws = fx, X, W
-        else:                          # one signed format holding both operands' codes
-            op_fmt = _signed_format_for(min(fx.min, fw.min), max(fx.max, fw.max))
-            xs, ws = X, W
-    else:
-        lo = min(fx.min - int(xz.max(initial=0)), fw.min - int(wz.max(initial=0)))
-        hi = max(fx.max - int(xz.min(initial=0)), fw.max - int(wz.min(initial=0)))
-        op_fmt = _signed_format_for(lo, hi)
-        xs = X.astype(np.int64) - xz if np.any(xz) else X
-        ws = W.astype(np.int64) - wz if np.any(wz) else W
-    c = None
+    N, K = W.shape[1], W.shape[0]
+    b = np.zeros(N, np.int64)
     if bias_q is not None:
         b = as_integer_array(bias_q, "bias_q").astype(np.int64)
         if b.size and (b.min() < acc.min or b.max() > acc.max):
             raise ValueError(f"bias_q: outside the {acc.bits}-bit accumulator range "
                              f"[{acc.min}, {acc.max}]")
-        # the bias is the register's initial value, before any product
-        c = np.broadcast_to(b, X.shape[:-1] + (W.shape[1],))
+    # the bias is the register's initial value, before any product
+    c = np.broadcast_to(b, X.shape[:-1] + (N,)) if bias_q is not None else None
+    # the codes as they are: one format for both, no copies when it is theirs
+    raw_fmt = fx if fx == fw else _signed_format_for(min(fx.min, fw.min), max(fx.max, fw.max))
+    op_fmt, xs, ws = raw_fmt, X, W
+    if np.any(xz) or np.any(wz):
+        folded = _fold_zero_points(X, W, xz, wz, b, fx, fw, raw_fmt, acc)
+        if folded is not None:
+            # sum (x - xz)(w - wz) = sum x w - xz colsum(w) - wz rowsum(x) + K xz wz, folded
+            # into the register's initial value: the same bits (see _fold_zero_points)
+            c = folded
+        else:                          # widen to the narrowest format holding code - zp
+            lo = min(fx.min - int(xz.max(initial=0)), fw.min - int(wz.max(initial=0)))
+            hi = max(fx.max - int(xz.min(initial=0)), fw.max - int(wz.min(initial=0)))
+            op_fmt = _signed_format_for(lo, hi)
+            xs = X.astype(np.int64) - xz if np.any(xz) else X
+            ws = W.astype(np.int64) - wz if np.any(wz) else W
     a = matmul(np.asarray(xs).astype(op_fmt.dtype, copy=False),
                np.asarray(ws).astype(op_fmt.dtype, copy=False), op_fmt, acc=acc, c=c,
                num_threads=num_threads)

@@ -235,8 +235,10 @@ def test_qlinear_bias_is_the_registers_initial_value():
 
 
 def test_qlinear_multiplies_plain_codes_without_widening(monkeypatch):
-    """Zero points 0: the caller's int8 codes go to matmul as int8, uncopied; a
-    nonzero zero point widens to the narrowest signed format holding code - zp."""
+    """The caller's int8 codes go to matmul as int8, uncopied, with zero points 0
+    and with nonzero ones folded into the initial value; only a saturating
+    register that could clamp widens, to the narrowest signed format holding
+    code - zp."""
     from fixedpoint import requant
     calls = []
     real_matmul = requant.matmul
@@ -248,16 +250,40 @@ def test_qlinear_multiplies_plain_codes_without_widening(monkeypatch):
     monkeypatch.setattr(requant, "matmul", spy)
     x = np.arange(-60, 60, dtype=np.int8).reshape(3, 40)
     w = (np.arange(80, dtype=np.int8) % 7 - 3).reshape(40, 2).astype(np.int8)
-    fp.qlinear(x, w, "int8", multiplier=2**30, out_fmt="int8")
-    a, b, f = calls[-1]
-    assert f == fp.formats.as_int_format("int8") and a.dtype == np.int8 and b.dtype == np.int8
-    assert np.shares_memory(a, x) and np.shares_memory(b, w)
-    fp.qlinear(x, w, "int8", x_zero_point=1, multiplier=2**30, out_fmt="int8")
-    assert calls[-1][2] == fp.formats.as_int_format("int9")      # -128 - 1 needs 9 bits
-    fp.qlinear(x, w, "int8", x_zero_point=-1, multiplier=2**30, out_fmt="int8")
-    assert calls[-1][2] == fp.formats.as_int_format("int9")      # 127 + 1 needs 9 bits
+    int8, int9 = fp.formats.as_format("int8"), fp.formats.as_format("int9")
+    for xz, wz in ((0, 0), (1, 0), (-1, [2, -3])):
+        fp.qlinear(x, w, "int8", x_zero_point=xz, w_zero_point=wz, multiplier=2**30, out_fmt="int8")
+        a, b, f = calls[-1]
+        assert f == int8 and np.shares_memory(a, x) and np.shares_memory(b, w)
+    narrow = fp.Accumulator(16, "saturate")    # 40 products of 128 * 127 can clamp it
+    fp.qlinear(x, w, "int8", x_zero_point=1, multiplier=2**30, out_fmt="int8", acc=narrow)
+    assert calls[-1][2] == int9                  # -128 - 1 needs 9 bits
+    fp.qlinear(x, w, "int8", x_zero_point=-1, multiplier=2**30, out_fmt="int8", acc=narrow)
+    assert calls[-1][2] == int9                  # 127 + 1 needs 9 bits
     fp.qlinear(x.astype(np.uint8) % 100, w, ("uint8", "int8"), multiplier=2**30, out_fmt="int8")
-    assert calls[-1][2] == fp.formats.as_int_format("int9")      # uint8 and int8 share int9
+    assert calls[-1][2] == int9                  # uint8 and int8 share int9
+
+
+@pytest.mark.parametrize("acc", [fp.Accumulator(32, "wrap"), fp.Accumulator(16, "wrap"),
+                                 fp.Accumulator(32, "saturate"), fp.Accumulator(16, "saturate"),
+                                 fp.Accumulator(18, "saturate", 4)])
+def test_qlinear_zero_points_against_reference(acc, rng):
+    """Zero points folded or widened: the register holds what a register fed with
+    (x - xz)(w - wz) in K order from the bias holds, wrapping or clamping."""
+    M, K, N = 3, 24, 4
+    x = rng.integers(-128, 128, (M, K)).astype(np.int8)
+    w = rng.integers(-127, 128, (K, N)).astype(np.int8)
+    x[0] = 127                                   # large sums: the narrow registers overflow
+    w[:, 0] = 127
+    bias = rng.integers(-3000, 3000, N)
+    for xz, wz in ((-9, 0), (5, np.array([0, 3, -2, 1]))):
+        got = fp.qlinear(x, w, "int8", bias_q=bias, x_zero_point=xz, w_zero_point=wz,
+                         multiplier=2**31 - 1, out_fmt="int16", acc=acc)
+        want, _ = ref.matmul(x.astype(np.int64) - xz, w.astype(np.int64) - wz, acc.bits,
+                             acc.overflow, acc.block, np.broadcast_to(bias, (M, N)))
+        for i, j in np.ndindex(M, N):
+            v = min(max(int(want[i, j]), ref.INT32_MIN), ref.INT32_MAX)
+            assert got[i, j] == ref.requantize_value(v, "double", 2**31 - 1, 0, 0, -2**15, 2**15 - 1)
 
 
 def test_qlinear_mixed_formats_against_reference(rng):
