@@ -55,24 +55,19 @@ class Calibration:
 
 
 class Requantize:
-    params = ([1 << 24] if LARGE else [1 << 20], ["double", "single", "float"], ["tensor", "channel"],
-              THREADS)
+    params = ([1 << 24] if LARGE else [1 << 20], ["double", "single", "ruy", "float", "float64"],
+              ["tensor", "channel"], THREADS)
     param_names = ["n", "method", "granularity", "threads"]
 
     def setup(self, n, method, gran, threads):
         self.acc = rng(11).integers(-2**24, 2**24, (n // 256, 256)).astype(np.int32)
         real = 0.0007 if gran == "tensor" else rng(12).uniform(1e-4, 1e-3, 256)
-        self.m, self.s = fp.quantize_multiplier(real)
-        self.real = real
-
-    def _call(self, method, threads):
-        if method == "float":         # NumPy float32 arithmetic: no threads
-            fp.requantize(self.acc, self.real, out_fmt="int8", method="float")
-        else:
-            fp.requantize(self.acc, self.m, self.s, out_fmt="int8", method=method, num_threads=threads)
+        m, s = fp.quantize_multiplier(real)
+        # the float methods take the real scale, the fixed-point ones (m, shift)
+        self.args = (real, 0) if method in ("float", "float64") else (m, s)
 
     def time_requantize(self, n, method, gran, threads):
-        self._call(method, threads)
+        fp.requantize(self.acc, *self.args, out_fmt="int8", method=method, num_threads=threads)
 
     def peakmem_requantize(self, n, method, gran, threads):
-        self._call(method, threads)
+        fp.requantize(self.acc, *self.args, out_fmt="int8", method=method, num_threads=threads)

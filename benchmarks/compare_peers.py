@@ -424,9 +424,9 @@ def requantize(tab, n, repeat, threads):
     real = 0.0007
     m, s = fp.quantize_multiplier(real)
     w = f"int32 -> INT8 requantize (TFLite double rounding), {n >> 20}M"
-    ref = fp.requantize(acc, m, s)
+    ref = fp.requantize(acc, m, s, out_fmt="int8")
     for t in threads:
-        tab.add(w, "fixedpoint", t, median_time(lambda: fp.requantize(acc, m, s, num_threads=t), repeat),
+        tab.add(w, "fixedpoint", t, median_time(lambda: fp.requantize(acc, m, s, out_fmt="int8", num_threads=t), repeat),
                 n / 1e9, "G/s", None)
 
     def npy_float():

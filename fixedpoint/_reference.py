@@ -400,3 +400,59 @@ def tflite_multiply_by_quantized_multiplier(x, q, shift, single_rounding=False):
     right = -shift if shift < 0 else 0
     xs = wrap_int(x * (1 << left), 32)          # int32 arithmetic in the C++ source
     return gemmlowp_rounding_divide_by_pot(gemmlowp_srdhm(xs, q), right)
+
+
+# ---------------------------------------------------------------------------
+# Requantization of LiteRT's kernel paths and the engines' output stage
+# (fixedpoint.requant.REQUANT_METHODS), one Python integer at a time, written
+# from the C++ sources' semantics.
+
+def ruy_multiply_by_quantized_multiplier(x, q, shift):
+    """ruy's x86 kernels (and TFLite's NEON output loops): the int32 left
+    shift (wraps), the rounding doubling high multiply, then a rounding right
+    shift whose ties go toward +infinity: ``(v + 2^(r-1)) >> r``."""
+    left = shift if shift > 0 else 0
+    right = -shift if shift < 0 else 0
+    v = gemmlowp_srdhm(wrap_int(x * (1 << left), 32), q)
+    return (v + (1 << right) // 2) >> right           # Python >> is floor: exact
+
+
+def tflite_round_double(x, real):
+    """``static_cast<int32_t>(round(static_cast<double>(x) * real))``, TFLite's
+    reference FULLY_CONNECTED: the double product (rounded to nearest even),
+    ``std::round`` (half away from zero), and x86's int32 conversion, which
+    gives INT32_MIN ("integer indefinite") for anything outside int32."""
+    p = Fraction(float(Fraction(x) * Fraction(real)))   # the IEEE double product
+    r = math.floor(abs(p) + Fraction(1, 2))
+    r = r if p >= 0 else -r
+    return r if INT32_MIN <= r <= INT32_MAX else INT32_MIN
+
+
+def float32_rescale(x, scale):
+    """ONNX QLinearMatMul / XNNPACK: ``(float)x * (float)scale`` in float32,
+    rounded half to even (an integer, not yet clamped; normal-range values)."""
+    p = _round_f32(_round_f32(Fraction(x)) * _round_f32(Fraction(scale)))
+    fl = math.floor(p)
+    frac = p - fl
+    if frac > Fraction(1, 2) or (frac == Fraction(1, 2) and fl % 2):
+        fl += 1
+    return fl
+
+
+def requantize_value(x, method, multiplier, shift, zero_point, lo, hi):
+    """One output code: the engines' arithmetic, then the output stage.
+
+    The fixed-point methods and ``"float64"`` leave an int32 value; the engines
+    add the zero point in int32 arithmetic (wrapping) and clamp to [lo, hi].
+    ``"float"`` clamps to [lo - zp, hi - zp] before adding the zero point."""
+    if method == "float":
+        v = float32_rescale(x, multiplier)
+        return int(min(max(v, lo - zero_point), hi - zero_point)) + zero_point
+    if method == "float64":
+        v = tflite_round_double(x, multiplier)
+    elif method == "ruy":
+        v = ruy_multiply_by_quantized_multiplier(x, multiplier, shift)
+    else:
+        v = wrap_int(tflite_multiply_by_quantized_multiplier(x, multiplier, shift,
+                                                             method == "single"), 32)
+    return min(max(wrap_int(v + zero_point, 32), lo), hi)

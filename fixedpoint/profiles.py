@@ -45,7 +45,7 @@ from .calibrate import CALIBRATION
 from .formats import FloatFormat, IntFormat, as_format
 from .fp8 import OVERFLOW_MODES, ROUNDING_MODES
 from .quantization import ROUNDING
-from .requant import REQUANT_ROUNDING
+from .requant import REQUANT_METHODS
 from .tensorcore import TensorCoreAccumulator
 
 __all__ = ["AcceleratorProfile", "QuantSpec", "OutputSpec", "CostModel", "Notes", "get", "names",
@@ -213,7 +213,7 @@ class OutputSpec:
         ``OUTPUTS``: ``"int8"`` requantizes; the others round float32 results.
     method : str or None
         Requantization arithmetic for ``type = "int8"``
-        (:data:`fixedpoint.requant.REQUANT_ROUNDING`); None otherwise.
+        (:data:`fixedpoint.requant.REQUANT_METHODS`); None otherwise.
     overflow : {"saturate", "nonfinite"}
         float16/bfloat16 results beyond the format's largest finite value:
         clamp, or Inf as the IEEE conversion gives (INT8 always saturates).
@@ -229,8 +229,8 @@ class OutputSpec:
         if self.type == "int8":
             if self.method is None:
                 raise ValueError("method: 'int8' output needs a requantization method, one of "
-                                 f"{list(REQUANT_ROUNDING)}")
-            _choice(self.method, "method", REQUANT_ROUNDING)
+                                 f"{list(REQUANT_METHODS)}")
+            _choice(self.method, "method", REQUANT_METHODS)
         elif self.method is not None:
             raise ValueError(f"method: only with type = 'int8', not {self.type!r}")
 

@@ -1,36 +1,56 @@
 """Requantization: from a 32-bit accumulator back to an 8-bit (or narrower) output.
 
-Three arithmetic pipelines, named after what they do (SEMANTICS.md section 5):
+The arithmetic of requantization is a named ``method`` (:data:`REQUANT_METHODS`),
+each one the pipeline of the engines that use it, proved bit for bit against
+them (``tests/test_requant.py``: transcriptions of gemmlowp/TFLite and ONNX
+Runtime; ``tests/test_litert.py``: LiteRT's three kernel paths):
 
-``"double"``  gemmlowp / TFLite default: a saturating rounding doubling high
-              multiply by a Q31 multiplier (ties toward +inf), then a rounding
-              divide by a power of two (ties away from zero): two roundings.
-``"single"``  TFLite built with ``TFLITE_SINGLE_ROUNDING``:
-              ``(acc * m + 2^(s-1)) >> s`` with ``s = 31 - shift``: one rounding
-              (ties toward +inf).  The two can differ by 1.
-``"float"``   ONNX ``QLinearMatMul`` reference: ``acc * scale`` in float32, round
-              half to even.
+``"double"``   gemmlowp / TFLite default: a saturating rounding doubling high
+               multiply by a Q31 multiplier (ties toward +inf), then a rounding
+               divide by a power of two (ties away from zero): two roundings.
+               LiteRT's reference CONV_2D and DEPTHWISE_CONV_2D.
+``"single"``   TFLite built with ``TFLITE_SINGLE_ROUNDING``:
+               ``(acc * m + 2^(s-1)) >> s`` with ``s = 31 - shift``: one rounding
+               (ties toward +inf).
+``"ruy"``      LiteRT's optimized kernels (the ruy GEMM behind FULLY_CONNECTED and
+               CONV_2D; the 8-channel output loops of DEPTHWISE_CONV_2D): the
+               doubling high multiply of ``"double"``, then ``(v + 2^(r-1)) >> r``,
+               ties toward +inf (``"double"`` rounds them away from zero).
+``"float"``    ONNX ``QLinearMatMul`` reference and XNNPACK (LiteRT's default
+               delegate): ``float32(acc) * scale`` in float32, round half to even.
+``"float64"``  LiteRT's reference FULLY_CONNECTED:
+               ``round((double)acc * real)``, half away from zero.
 
-Then the output zero point is added and the result saturated to the format.
+The fixed-point methods take ``(multiplier, shift)`` from
+:func:`quantize_multiplier`; the float methods take the real scale.  Then the
+output zero point is added and the result clamped to the output format.  As in
+the engines' 32-bit registers, the fixed-point methods and ``"float64"`` add the
+zero point in int32 arithmetic: a value that leaves int32 wraps (``"float64"``
+turns a product outside int32 into INT32_MIN first, as x86's conversion does);
+``"float"`` clamps before adding it, so it never wraps.
 """
 from __future__ import annotations
-
 
 import numpy as np
 
 from . import _quant
 from ._checks import as_integer_array, check_choice, check_int_range, resolve_threads
 from .accumulate import Accumulator, matmul
-from .formats import as_int_format
+from .formats import IntFormat, as_format
 
-__all__ = ["quantize_multiplier", "requantize", "qlinear", "REQUANT_ROUNDING"]
+__all__ = ["quantize_multiplier", "requantize", "qlinear", "REQUANT_METHODS"]
 
-REQUANT_ROUNDING = {
-    "double": "gemmlowp/TFLite: rounding doubling high multiply, then rounding divide by 2^n",
+REQUANT_METHODS = {
+    "double": "gemmlowp/TFLite: rounding doubling high multiply, then rounding divide by 2^n "
+              "(ties away from zero)",
     "single": "TFLite single rounding: (acc * m + 2^(s-1)) >> s, s = 31 - shift",
-    "float": "ONNX QLinearMatMul reference: float32 rescale, round half to even",
+    "ruy": "LiteRT optimized kernels (ruy): doubling high multiply, then (v + 2^(n-1)) >> n "
+           "(ties toward +inf)",
+    "float": "ONNX QLinearMatMul reference, XNNPACK: float32 rescale, round half to even",
+    "float64": "LiteRT reference FULLY_CONNECTED: round(double(acc) * real), half away from zero",
 }
 
+_FLOAT_METHODS = ("float", "float64")
 _I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
 
 
@@ -89,25 +109,25 @@ def requantize(acc, multiplier, shift=0, *, zero_point=0, out_fmt, method="doubl
     ----------
     acc : array_like of integers
         Accumulator values in [-2^31, 2^31 - 1].
-    multiplier : int or array_like of int, or float for ``rounding="float"``
-        Q31 multipliers in [0, 2^31 - 1] (from :func:`quantize_multiplier`),
-        broadcast against ``acc`` (per-channel: one per output column). With
-        ``rounding="float"``: the real scale, used in float32.
+    multiplier : int, float or array_like
+        Fixed-point methods: Q31 multipliers in [0, 2^31 - 1] (from
+        :func:`quantize_multiplier`).  ``"float"``/``"float64"``: the real scale
+        (finite, non-negative; ``"float"`` rounds it to float32).  Broadcast
+        against ``acc`` (per channel: one per column of the last axis).
     shift : int or array_like of int
-        Exponents in [-31, 30] (ignored, and must be 0, for ``"float"``).
+        Exponents in [-31, 30] (must be 0 for the float methods).
     zero_point : int or array_like
-        Output zero point, inside the output format.
-    fmt : IntFormat or str
-        Output format.
-    rounding : {"double", "single", "float"}
-        See ``REQUANT_ROUNDING``.
+        Output zero point, inside ``out_fmt``.
+    out_fmt : IntFormat or str
+        Output format (required).
+    method : {"double", "single", "ruy", "float", "float64"}
+        The arithmetic; see :data:`REQUANT_METHODS` and the module notes.
     num_threads : int, optional
-        Threads of the compiled kernel ("double" and "single"); results
-        never depend on it.
+        Threads of the compiled kernel; results never depend on it.
 
     Returns
     -------
-    ndarray of ``fmt.dtype``
+    ndarray of ``out_fmt``'s dtype (0-d for 0-d input)
 
     Examples
     --------
@@ -115,11 +135,13 @@ def requantize(acc, multiplier, shift=0, *, zero_point=0, out_fmt, method="doubl
     >>> m, s = fp.quantize_multiplier(0.0035)
     >>> fp.requantize([1000, -1000, 100000], m, s, zero_point=-3, out_fmt="int8").tolist()
     [1, -7, 127]
+    >>> fp.requantize([2, -2, 6, -6], 2**30, -1, out_fmt="int8", method="ruy").tolist()
+    [1, 0, 2, -1]
     >>> fp.requantize([1000, -1000], 0.0035, out_fmt="int8", method="float").tolist()
     [4, -4]
     """
-    f = as_int_format(out_fmt, "out_fmt")
-    rounding = check_choice(method, "method", REQUANT_ROUNDING)
+    f = as_format(out_fmt, "out_fmt", "int")
+    check_choice(method, "method", REQUANT_METHODS)
     a = as_integer_array(acc, "acc")
     if a.size and a.dtype.itemsize >= 4 and a.dtype != np.int32 and \
             (int(a.min()) < _I32_MIN or int(a.max()) > _I32_MAX):   # narrower dtypes always fit
@@ -129,15 +151,26 @@ def requantize(acc, multiplier, shift=0, *, zero_point=0, out_fmt, method="doubl
     if zp.size and (zp.min() < f.min or zp.max() > f.max):
         bad = zp.min() if zp.min() < f.min else zp.max()
         raise ValueError(f"zero_point: {bad} is outside the {f.name} range [{f.min}, {f.max}]")
-    if rounding == "float":
-        if np.any(np.asarray(shift) != 0):
-            raise ValueError("shift: must be 0 with rounding='float' (multiplier is the real scale)")
-        scale = np.asarray(multiplier, dtype=np.float64)
-        if scale.dtype.kind not in "fiu" or not np.all(np.isfinite(scale)) or np.any(scale < 0):
-            raise ValueError("multiplier: expected finite, non-negative real scales with rounding='float'")
-        with np.errstate(over="ignore", invalid="ignore"):
-            y = np.rint(a.astype(np.float32) * scale.astype(np.float32))   # float32, half to even
-            y = np.clip(y, -2.0**40, 2.0**40).astype(np.int64)
+    if method in _FLOAT_METHODS:
+        sh = as_integer_array(shift, "shift")
+        if np.any(sh != 0):
+            raise ValueError(f"shift: must be 0 with method={method!r} (multiplier is the real "
+                             f"scale)")
+        real = np.asarray(multiplier)
+        if real.dtype.kind not in "fiu":
+            raise TypeError(f"multiplier: expected real scales with method={method!r}, got an "
+                            f"array of dtype {real.dtype}")
+        real = real.astype(np.float64)
+        if method == "float":
+            with np.errstate(over="ignore"):
+                real = real.astype(np.float32).astype(np.float64)   # the engines' float32 scale
+        if not np.all(np.isfinite(real)) or np.any(real < 0):
+            raise ValueError(f"multiplier: expected finite, non-negative real scales with "
+                             f"method={method!r}" + (" (float32)" if method == "float" else ""))
+        pshape = np.broadcast_shapes(real.shape, sh.shape)
+        q = np.zeros(pshape, np.int32)
+        s = np.zeros(pshape, np.int32)
+        r = np.broadcast_to(real, pshape)
     else:
         m = as_integer_array(multiplier, "multiplier").astype(np.int64)
         s = as_integer_array(shift, "shift").astype(np.int64)
@@ -146,100 +179,177 @@ def requantize(acc, multiplier, shift=0, *, zero_point=0, out_fmt, method="doubl
                              f"[{m.min()}, {m.max()}]")
         if s.size and (s.min() < -31 or s.max() > 30):
             raise ValueError(f"shift: must lie in [-31, 30], got [{s.min()}, {s.max()}]")
-        shape = np.broadcast_shapes(a.shape, m.shape, s.shape)
-        n = int(np.prod(shape, dtype=np.int64))
-        if n == 0:
-            return np.empty(shape, f.dtype)
-        C = shape[-1] if shape else 1
-        if m.ndim <= 1 and s.ndim <= 1 and m.size in (1, C) and s.size in (1, C):
-            # one multiplier, or one per column of the last axis: as given
-            percol = m.size > 1 or s.size > 1
-            q = np.broadcast_to(m.reshape(-1), (C,) if percol else (1,))
-            sh = np.broadcast_to(s.reshape(-1), (C,) if percol else (1,))
-        else:
-            # any other broadcasting: one multiplier per element (a single "row")
-            C = n
-            q, sh = np.broadcast_to(m, shape).reshape(-1), np.broadcast_to(s, shape).reshape(-1)
-        q = np.ascontiguousarray(q, np.int32)
-        sh = np.ascontiguousarray(sh, np.int32)
-        flat = np.ascontiguousarray(np.broadcast_to(a, shape), dtype=np.int32).reshape(-1)
-        res = np.empty(n, np.int32)
-        if zp.ndim == 0:               # zero point and saturation fused into the kernel
-            _quant.requantize(flat, res, C, q, sh, int(zp), f.min, f.max, rounding == "single",
-                              nthreads)
-            out = res.reshape(shape).astype(f.dtype)
-            return out[()] if out.ndim == 0 else out
-        # per-element zero points: the kernel's int32 results (clamped to int32, which
-        # cannot change the final clamp to the narrower format), then + zp and saturate
-        _quant.requantize(flat, res, C, q, sh, 0, _I32_MIN, _I32_MAX, rounding == "single", nthreads)
-        y = res.reshape(shape).astype(np.int64)
-    out = np.clip(y + zp, f.min, f.max).astype(f.dtype)
-    return out[()] if out.ndim == 0 else out
+        pshape = np.broadcast_shapes(m.shape, s.shape)
+        q, s = np.broadcast_to(m, pshape), np.broadcast_to(s, pshape)
+        r = np.zeros(pshape, np.float64)
+    shape = np.broadcast_shapes(a.shape, pshape)
+    n = int(np.prod(shape, dtype=np.int64))
+    if n == 0:
+        return np.empty(np.broadcast_shapes(shape, zp.shape), f.dtype)
+    C = shape[-1] if shape else 1
+    if len(pshape) <= 1 and int(np.prod(pshape, dtype=np.int64)) in (1, C):
+        # one multiplier, or one per column of the last axis: as given
+        k = int(np.prod(pshape, dtype=np.int64))
+        q, s, r = q.reshape(k), s.reshape(k), r.reshape(k)
+    else:
+        # any other broadcasting: one multiplier per element (a single "row")
+        C = n
+        q, s, r = (np.broadcast_to(v, shape).reshape(-1) for v in (q, s, r))
+    q = np.ascontiguousarray(q, np.int32)
+    s = np.ascontiguousarray(s, np.int32)
+    r = np.ascontiguousarray(r, np.float64)
+    flat = np.ascontiguousarray(np.broadcast_to(a, shape), dtype=np.int32).reshape(-1)
+    res = np.empty(n, np.int32)
+    if zp.ndim == 0:                   # zero point and clamp fused into the kernel
+        _quant.requantize(flat, res, C, q, s, r, int(zp), f.min, f.max, method, nthreads)
+        return res.reshape(shape).astype(f.dtype)
+    # per-element zero points: the kernel's values with zero point 0 (int32, and
+    # for "float" clamped to int32, which cannot change the final clamp), then
+    # the output stage in NumPy
+    _quant.requantize(flat, res, C, q, s, r, 0, _I32_MIN, _I32_MAX, method, nthreads)
+    y = res.reshape(shape).astype(np.int64)
+    if method == "float":
+        out = np.clip(y, f.min - zp, f.max - zp) + zp
+    else:
+        out = np.clip((y + zp + 2**31) % 2**32 - 2**31, f.min, f.max)   # int32 add: wraps
+    return out.astype(f.dtype)
 
 
-def qlinear(x_q, w_q, bias_q=None, *, x_zero_point=0, w_zero_point=0, multiplier, shift=0,
-            out_zero_point=0, in_fmt="int8", w_fmt=None, out_fmt="int8", acc=None,
-            rounding="double", num_threads=None):
+def _signed_format_for(lo: int, hi: int) -> IntFormat:
+    """The narrowest signed integer format holding [lo, hi]."""
+    bits = max(2, max((-lo - 1).bit_length() if lo < 0 else 0, max(hi, 0).bit_length()) + 1)
+    if bits > 16:
+        raise ValueError(f"x_q/w_q: zero-point corrected operands span [{lo}, {hi}]; at most "
+                         f"16-bit signed operands are supported")
+    return as_format(f"int{bits}", "fmt", "int")
+
+
+def _operand_formats(fmt):
+    if isinstance(fmt, (tuple, list)):
+        if len(fmt) != 2:
+            raise ValueError(f"fmt: expected one format or a pair (x_fmt, w_fmt), got {len(fmt)} "
+                             f"formats")
+        return as_format(fmt[0], "fmt", "int"), as_format(fmt[1], "fmt", "int")
+    f = as_format(fmt, "fmt", "int")
+    return f, f
+
+
+def _fold_zero_points(X, W, xz, wz, b, fx, fw, raw_fmt, acc):
+    """The register's initial value that lets the raw codes stand for ``x - xz``
+    and ``w - wz``, or None where that could change the bits.
+
+    ``b + sum (x - xz)(w - wz) = (b - xz colsum(w) - wz rowsum(x) + K xz wz)
+    + sum x w``.  A wrapping register sums modulo 2^bits in any order, so the
+    folded start (reduced modulo 2^bits) gives the same bits always.  A
+    saturating one does only when neither sum can reach its limits (then
+    neither ever clamps and both are exact).  Scalar ``xz`` and scalar or
+    per-column ``wz`` only."""
+    N, K = W.shape[1], W.shape[0]
+    if xz.ndim != 0 or wz.ndim > 1 or wz.size not in (1, N):
+        return None
+    x0, w0 = int(xz), wz.reshape(-1).astype(np.int64)
+    colsum = W.sum(axis=0, dtype=np.int64)
+    rowsum = X.sum(axis=-1, dtype=np.int64)[..., None]
+    c = b - x0 * colsum - w0 * rowsum + K * x0 * w0
+    if acc.overflow == "wrap":                 # int64 sums: exact, then modulo 2^bits
+        return c if acc.bits == 64 else (c - acc.min) % (1 << acc.bits) + acc.min
+    bmax = int(np.abs(b).max(initial=0))
+    xmax = max(abs(fx.min - x0), abs(fx.max - x0))
+    wmax = int(max(np.abs(fw.min - w0).max(), np.abs(fw.max - w0).max()))
+    rmax = max(abs(raw_fmt.min), raw_fmt.max) ** 2
+    cmax = int(np.abs(c).max(initial=0))
+    if bmax + K * xmax * wmax <= acc.max and cmax + K * rmax <= acc.max:
+        return c
+    return None
+
+
+def qlinear(x_q, w_q, fmt, *, bias_q=None, x_zero_point=0, w_zero_point=0, multiplier, shift=0,
+            out_zero_point=0, out_fmt, acc=None, method="double", num_threads=None):
     """An integer linear layer, the way int8 runtimes run it.
 
     ``out = requantize(bias + sum_k (x - x_zp)(w - w_zp))``: the int32 bias is
     the register's initial value and the zero-point corrected products are
-    summed into it through ``acc`` (default ``Accumulator(32, "wrap")``, where
-    the order does not matter), then :func:`requantize` and saturation to
-    ``out_fmt``.
+    summed into it through ``acc``, then :func:`requantize` with ``method`` and
+    the output zero point, clamped to ``out_fmt``.  The codes are multiplied as
+    they are; nonzero zero points are folded into the register's initial value
+    where that gives the same bits (a wrapping register, or a saturating one
+    that provably never clamps), and otherwise widen the codes to the narrowest
+    signed format holding ``code - zero_point``.
 
     Parameters
     ----------
-    x_q : (..., K) integer codes in ``in_fmt``
-    w_q : (K, N) integer codes in ``w_fmt`` (default ``in_fmt``)
-    bias_q : (N,) int32, optional
-    x_zero_point, w_zero_point : int (or per-column array for ``w``)
+    x_q : (..., K) integer codes
+    w_q : (K, N) integer codes
+    fmt : IntFormat or str, or a pair ``(x_fmt, w_fmt)``
+        Format of both operands, or of each.
+    bias_q : (N,) integers, optional
+        Inside the accumulator's range.
+    x_zero_point, w_zero_point : int (``w_zero_point`` may be one per column)
     multiplier, shift : see :func:`requantize` (per output column allowed)
     out_zero_point : int
+    out_fmt : IntFormat or str
+        Output format (required).
+    acc : Accumulator, optional
+        Default ``Accumulator(32, "saturate")``; wider registers are clamped to
+        int32 before requantization.
+    method : str
+        See :data:`REQUANT_METHODS`.
+    num_threads : int, optional
 
     Examples
     --------
     >>> import numpy as np, fixedpoint as fp
     >>> x = np.array([[10, -20, 30]], np.int8); w = np.array([[1], [2], [3]], np.int8)
-    >>> fp.qlinear(x, w, np.array([5]), multiplier=1 << 30, shift=0).tolist()
+    >>> fp.qlinear(x, w, "int8", bias_q=[5], multiplier=1 << 30, out_fmt="int8").tolist()
     [[33]]
     """
-    fi = as_int_format(in_fmt)
-    fw = as_int_format(w_fmt if w_fmt is not None else in_fmt)
+    fx, fw = _operand_formats(fmt)
     if acc is None:
-        acc = Accumulator(32, "wrap")
+        acc = Accumulator(32, "saturate")
+    elif not isinstance(acc, Accumulator):
+        raise TypeError(f"acc: expected an Accumulator, got {type(acc).__name__}")
     X = as_integer_array(x_q, "x_q")
     W = as_integer_array(w_q, "w_q")
     if W.ndim != 2:
         raise ValueError(f"w_q: expected a K x N matrix, got shape {W.shape}")
+    if X.ndim < 1 or X.shape[-1] != W.shape[0]:
+        raise ValueError(f"x_q: expected shape (..., {W.shape[0]}), got {X.shape}")
     xz = as_integer_array(x_zero_point, "x_zero_point").astype(np.int64)
     wz = as_integer_array(w_zero_point, "w_zero_point").astype(np.int64)
-    for name, z, f in (("x_zero_point", xz, fi), ("w_zero_point", wz, fw)):
+    for name, z, f in (("x_zero_point", xz, fx), ("w_zero_point", wz, fw)):
         if z.size and (z.min() < f.min or z.max() > f.max):
             raise ValueError(f"{name}: outside the {f.name} range [{f.min}, {f.max}]")
-    check_int_range(X, "x_q", fi.min, fi.max, f"the {fi.name}")
+    check_int_range(X, "x_q", fx.min, fx.max, f"the {fx.name}")
     check_int_range(W, "w_q", fw.min, fw.max, f"the {fw.name}")
-    # zero-point corrected operands need one more bit: a signed format wide enough
-    lo = min(fi.min - int(xz.max(initial=0)), fw.min - int(wz.max(initial=0)))
-    hi = max(fi.max - int(xz.min(initial=0)), fw.max - int(wz.min(initial=0)))
-    bits = max(2, max(abs(lo), hi + 1).bit_length() + 1)
-    if bits > 16:
-        raise ValueError("x_q/w_q: zero-point corrected operands must fit 16 bits")
-    op_fmt = as_int_format(f"int{bits}")
-    xs = X.astype(np.int64) - xz
-    ws = W.astype(np.int64) - wz
+    N, K = W.shape[1], W.shape[0]
+    b = np.zeros(N, np.int64)
     if bias_q is not None:
         b = as_integer_array(bias_q, "bias_q").astype(np.int64)
         if b.size and (b.min() < acc.min or b.max() > acc.max):
-            raise ValueError(f"bias_q: outside the {acc.bits}-bit accumulator range")
-        # the bias is the register's initial value: exact for "wrap", and one more
-        # clamped add for "saturate" (written first, so it is never lost)
-        c = np.broadcast_to(b, X.shape[:-1] + (W.shape[1],))
-    else:
-        c = None
-    a = matmul(xs.astype(op_fmt.dtype), ws.astype(op_fmt.dtype), op_fmt, acc, c=c,
+            raise ValueError(f"bias_q: outside the {acc.bits}-bit accumulator range "
+                             f"[{acc.min}, {acc.max}]")
+    # the bias is the register's initial value, before any product
+    c = np.broadcast_to(b, X.shape[:-1] + (N,)) if bias_q is not None else None
+    # the codes as they are: one format for both, no copies when it is theirs
+    raw_fmt = fx if fx == fw else _signed_format_for(min(fx.min, fw.min), max(fx.max, fw.max))
+    op_fmt, xs, ws = raw_fmt, X, W
+    if np.any(xz) or np.any(wz):
+        folded = _fold_zero_points(X, W, xz, wz, b, fx, fw, raw_fmt, acc)
+        if folded is not None:
+            # sum (x - xz)(w - wz) = sum x w - xz colsum(w) - wz rowsum(x) + K xz wz, folded
+            # into the register's initial value: the same bits (see _fold_zero_points)
+            c = folded
+        else:                          # widen to the narrowest format holding code - zp
+            lo = min(fx.min - int(xz.max(initial=0)), fw.min - int(wz.max(initial=0)))
+            hi = max(fx.max - int(xz.min(initial=0)), fw.max - int(wz.min(initial=0)))
+            op_fmt = _signed_format_for(lo, hi)
+            xs = X.astype(np.int64) - xz if np.any(xz) else X
+            ws = W.astype(np.int64) - wz if np.any(wz) else W
+    a = matmul(np.asarray(xs).astype(op_fmt.dtype, copy=False),
+               np.asarray(ws).astype(op_fmt.dtype, copy=False), op_fmt, acc=acc, c=c,
                num_threads=num_threads)
-    a = np.asarray(a, dtype=np.int64)
+    a = np.asarray(a)
     if acc.bits > 32:
         a = np.clip(a, _I32_MIN, _I32_MAX)
-    return requantize(a, multiplier, shift, zero_point=out_zero_point, out_fmt=out_fmt, method=rounding)
+    return requantize(a, multiplier, shift, zero_point=out_zero_point, out_fmt=out_fmt,
+                      method=method, num_threads=num_threads)

@@ -71,21 +71,30 @@ def pack4(const uint8_t[::1] codes, uint8_t[::1] out):
         fp_pack4(&codes[0], &out[0], npairs)
 
 
+_RQ_METHODS = {"double": FP_RQ_DOUBLE, "single": FP_RQ_SINGLE, "ruy": FP_RQ_RUY,
+               "float": FP_RQ_FLOAT, "float64": FP_RQ_FLOAT64}
+
+
 def requantize(const int32_t[::1] acc, int32_t[::1] out, int64_t C, const int32_t[::1] q,
-               const int32_t[::1] shift, int64_t zp, int64_t lo, int64_t hi, bint single,
-               int nthreads):
-    """out = clamp(requant(acc) + zp, lo, hi); acc is a flat (rows x C) array and
-    q/shift hold one value, or one per column (C of them)."""
+               const int32_t[::1] shift, const double[::1] real, int64_t zp, int64_t lo,
+               int64_t hi, str method, int nthreads):
+    """out = clamp(requant(acc) + zp, lo, hi) by ``method``; acc is a flat
+    (rows x C) array; q, shift and real hold one value each, or one per column
+    (C of them; all three the same length)."""
+    cdef int m = _RQ_METHODS[method]
     cdef int64_t n = acc.shape[0]
     cdef int64_t nchunks = n_chunks(n)
     cdef int percol = q.shape[0] > 1
     cdef int64_t c
     if n == 0:
         return
+    if out.shape[0] != n or q.shape[0] != shift.shape[0] or q.shape[0] != real.shape[0] \
+            or q.shape[0] not in (1, C) or q.shape[0] == 0:
+        raise ValueError("requantize: inconsistent kernel arguments")
     with nogil:
         for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
-            fp_requantize(&acc[0], &out[0], c * CHUNK, chunk_len(c, n), C, &q[0], &shift[0], percol,
-                          zp, lo, hi, single)
+            fp_requantize(&acc[0], &out[0], c * CHUNK, chunk_len(c, n), C, &q[0], &shift[0],
+                          &real[0], percol, zp, lo, hi, m)
 
 
 def row_minmax(const float[:, ::1] x, int nthreads):

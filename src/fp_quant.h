@@ -246,11 +246,33 @@ static int64_t fp_minmax_f32(const float *x, int64_t n, float *mn, float *mx) {
 }
 
 /* ------------------------------------------------------------------------
- * Requantization of int32 accumulators (SEMANTICS.md section 5), the
- * gemmlowp / TFLite integer pipeline, without undefined or
- * implementation-defined behaviour: right shifts of negative values go
- * through the complement, products are formed in int64.
+ * Requantization of int32 accumulators (fixedpoint.requant documents the
+ * methods), without undefined or implementation-defined behaviour: right
+ * shifts of negative values go through the complement, products are formed
+ * in int64, and values that leave int32 wrap through uint32 (the engines'
+ * 32-bit registers wrap there).
+ *
+ *   FP_RQ_DOUBLE   gemmlowp / TFLite: SRDHM(x << left, q), then
+ *                  RoundingDivideByPOT (ties away from zero)
+ *   FP_RQ_SINGLE   TFLITE_SINGLE_ROUNDING: (x * q + 2^(t-1)) >> t, t = 31 - shift
+ *   FP_RQ_RUY      ruy's x86 kernels and TFLite's NEON loops: SRDHM(x << left, q),
+ *                  then (v + 2^(r-1)) >> r (ties toward +infinity)
+ *   FP_RQ_FLOAT    (float)x * scale in float32, nearest even, clamped in float
+ *   FP_RQ_FLOAT64  TFLite's reference FULLY_CONNECTED: round((double)x * real),
+ *                  half away from zero; outside int32 the x86 conversion's
+ *                  "integer indefinite" INT32_MIN
+ *
+ * The integer methods and FP_RQ_FLOAT64 add the zero point in int32 arithmetic
+ * (wrapping) and clamp to [lo, hi]; FP_RQ_FLOAT clamps to [lo - zp, hi - zp]
+ * first and adds the zero point after.
  */
+enum { FP_RQ_DOUBLE = 0, FP_RQ_SINGLE = 1, FP_RQ_RUY = 2, FP_RQ_FLOAT = 3, FP_RQ_FLOAT64 = 4 };
+
+/* v modulo 2^32, as a signed 32-bit value. */
+static inline int32_t fp_wrap32(uint64_t v) {
+    uint32_t u = (uint32_t)v;
+    return (int32_t)((int64_t)u - ((int64_t)(u >> 31) << 32));
+}
 
 /* floor(x / 2^e), 0 <= e <= 62, branch-free: a negative x is shifted as its
  * complement (non-negative), then complemented back. */
@@ -279,49 +301,87 @@ static inline int64_t fp_rdbpot(int64_t x, int e) {
     return fp_asr64(x, e) + (int64_t)(remainder > threshold);
 }
 
-/* One value: "double" rounding (TFLite default) or single rounding. */
-static inline int64_t fp_requant1(int32_t x, int32_t q, int shift, int single) {
-    if (single) {                                          /* -31 <= shift <= 30 */
+/* x / 2^e rounded half toward +infinity: (x + 2^(e-1)) >> e, 0 <= e <= 31,
+ * |x| <= 2^31 (no overflow in int64; e = 0 adds nothing). */
+static inline int64_t fp_rshift_up(int64_t x, int e) {
+    return fp_asr64(x + (((int64_t)1 << e) >> 1), e);
+}
+
+/* The fixed-point methods: the int32 value before the zero point.
+ * -31 <= shift <= 30, 0 <= q <= 2^31 - 1. */
+static inline int32_t fp_requant_int(int32_t x, int32_t q, int shift, int method) {
+    if (method == FP_RQ_SINGLE) {
         int total = 31 - shift;                            /* 1..62 */
-        return fp_asr64((int64_t)x * q + ((int64_t)1 << (total - 1)), total);
+        /* |x * q| <= 2^62, + 2^61: no overflow; the int32 cast of the C++ wraps */
+        return fp_wrap32((uint64_t)fp_asr64((int64_t)x * q + ((int64_t)1 << (total - 1)), total));
     }
     int left = shift > 0 ? shift : 0;
     int right = shift > 0 ? 0 : -shift;
     /* x * 2^left in int32 arithmetic (wraps), computed in uint64 */
-    uint64_t u = ((((uint64_t)(int64_t)x) << left) + ((uint64_t)1 << 31)) & 0xFFFFFFFFu;
-    int32_t xs = (int32_t)((int64_t)u - ((int64_t)1 << 31));
-    return fp_rdbpot(fp_srdhm(xs, q), right);
+    int32_t xs = fp_wrap32((uint64_t)(int64_t)x << left);
+    int64_t v = fp_srdhm(xs, q);
+    return (int32_t)(method == FP_RQ_RUY ? fp_rshift_up(v, right) : fp_rdbpot(v, right));
 }
 
-/* out[i] = clamp(requant(acc[i]) + zp, lo, hi) for the flat elements
- * [start, start + n) of a (rows x C) array; q/shift per column (percol) or
- * one for all. */
+/* round((double)x * m) half away from zero; outside int32 INT32_MIN (what
+ * x86's cvttsd2si gives the C++ int32 cast).  m is finite. */
+static inline int32_t fp_requant_f64(int32_t x, double m) {
+    double r = round((double)x * m);
+    return (r >= -2147483648.0 && r < 2147483648.0) ? (int32_t)r : INT32_MIN;
+}
+
+/* One output value of any method. */
+static inline int32_t fp_requant_out(int32_t x, int32_t q, int shift, double real, int method,
+                                     int64_t zp, int64_t lo, int64_t hi) {
+    if (method == FP_RQ_FLOAT) {
+        /* float32 product, nearest even (rintf in the default rounding mode),
+         * clamped in double (exact for these integers) before any conversion */
+        double y = (double)rintf((float)x * (float)real);
+        double l = (double)(lo - zp), h = (double)(hi - zp);
+        y = y < l ? l : (y > h ? h : y);
+        return (int32_t)((int64_t)y + zp);
+    }
+    int32_t v = method == FP_RQ_FLOAT64 ? fp_requant_f64(x, real)
+                                        : fp_requant_int(x, q, shift, method);
+    int64_t w = fp_wrap32((uint64_t)((int64_t)v + zp));  /* int32 add of the engines */
+    return (int32_t)(w < lo ? lo : (w > hi ? hi : w));
+}
+
+/* One method's loop: one (q, shift, real) for all, or one per column. */
+#define FP_RQ_LOOP(METHOD)                                                                 \
+    if (!percol) {                     /* one multiplier: a loop the compiler vectorizes */ \
+        const int32_t q0 = q[0];                                                            \
+        const int s0 = shift[0];                                                            \
+        const double r0 = real[0];                                                          \
+        for (int64_t i = start; i < start + n; i++)                                         \
+            out[i] = fp_requant_out(acc[i], q0, s0, r0, METHOD, zp, lo, hi);                \
+    } else {                           /* row by row (the chunk may start mid-row) */       \
+        int64_t i = start, end = start + n, c = start % C;                                  \
+        while (i < end) {                                                                   \
+            int64_t len = C - c < end - i ? C - c : end - i;                                \
+            for (int64_t j = 0; j < len; j++)                                               \
+                out[i + j] = fp_requant_out(acc[i + j], q[c + j], shift[c + j], real[c + j], \
+                                            METHOD, zp, lo, hi);                            \
+            i += len;                                                                       \
+            c = 0;                                                                          \
+        }                                                                                   \
+    }
+
+/* out[i] = requantized acc[i] with zero point zp, clamped to [lo, hi], for
+ * the flat elements [start, start + n) of a (rows x C) array; q, shift and
+ * real hold one value (percol = 0) or one per column. */
 FP_CLONES
 static void fp_requantize(const int32_t *acc, int32_t *out, int64_t start, int64_t n, int64_t C,
-                          const int32_t *q, const int32_t *shift, int percol, int64_t zp,
-                          int64_t lo, int64_t hi, int single) {
-    if (!percol) {                       /* one multiplier: a loop the compiler vectorizes */
-        const int32_t q0 = q[0];
-        const int s0 = shift[0];
-        for (int64_t i = start; i < start + n; i++) {
-            int64_t v = fp_requant1(acc[i], q0, s0, single) + zp;
-            out[i] = (int32_t)(v < lo ? lo : (v > hi ? hi : v));
-        }
-        return;
-    }
-    /* row by row (the chunk may start mid-row): contiguous acc, q and shift */
-    int64_t i = start, end = start + n, c = start % C;
-    while (i < end) {
-        int64_t len = C - c < end - i ? C - c : end - i;
-        const int32_t *a = acc + i, *qq = q + c, *ss = shift + c;
-        int32_t *o = out + i;
-        for (int64_t j = 0; j < len; j++) {
-            int64_t v = fp_requant1(a[j], qq[j], ss[j], single) + zp;
-            o[j] = (int32_t)(v < lo ? lo : (v > hi ? hi : v));
-        }
-        i += len;
-        c = 0;
+                          const int32_t *q, const int32_t *shift, const double *real, int percol,
+                          int64_t zp, int64_t lo, int64_t hi, int method) {
+    switch (method) {
+    case FP_RQ_SINGLE: FP_RQ_LOOP(FP_RQ_SINGLE) break;
+    case FP_RQ_RUY: FP_RQ_LOOP(FP_RQ_RUY) break;
+    case FP_RQ_FLOAT: FP_RQ_LOOP(FP_RQ_FLOAT) break;
+    case FP_RQ_FLOAT64: FP_RQ_LOOP(FP_RQ_FLOAT64) break;
+    default: FP_RQ_LOOP(FP_RQ_DOUBLE) break;
     }
 }
+#undef FP_RQ_LOOP
 
 #endif

@@ -6,11 +6,17 @@ cdef extern from "fp_quant.h" nogil:
         FP_Q_RNE
         FP_Q_RTZ
         FP_Q_FLOOR
+    enum:
+        FP_RQ_DOUBLE
+        FP_RQ_SINGLE
+        FP_RQ_RUY
+        FP_RQ_FLOAT
+        FP_RQ_FLOAT64
     int64_t fp_quant_run(const float *x, uint8_t *o, int64_t n, float s, float zp, float lo,
                          float hi, int mode, int is_unsigned, int stream, int pack4)
     void fp_pack4(const uint8_t *c, uint8_t *o, int64_t npairs)
     int64_t fp_minmax_f32(const float *x, int64_t n, float *mn, float *mx)
     void fp_requantize(const int32_t *acc, int32_t *out, int64_t start, int64_t n, int64_t C,
-                       const int32_t *q, const int32_t *shift, int percol, int64_t zp, int64_t lo,
-                       int64_t hi, int single)
+                       const int32_t *q, const int32_t *shift, const double *real, int percol,
+                       int64_t zp, int64_t lo, int64_t hi, int method)
     int64_t fp_srdhm(int32_t a, int32_t b)

@@ -160,10 +160,10 @@ def test_fp8_matmul_layouts_against_reference(seed, batch, m, k, n, fb_name, acc
 
 # -- requantization layouts -------------------------------------------------------
 
-@given(st.integers(0, 2**32 - 1), st.sampled_from(["double", "single"]),
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["double", "single", "ruy", "float", "float64"]),
        st.sampled_from(["int8", "uint8", "int4", "int16"]), st.integers(0, 4), st.integers(1, 5),
        st.sampled_from(["<i4", ">i4", "<i8", "i2"]), st.booleans(), st.booleans())
-def test_requantize_layouts_against_transcription(seed, rounding, fmt, rows, cols, dtype, per_channel,
+def test_requantize_layouts_against_transcription(seed, method, fmt, rows, cols, dtype, per_channel,
                                                    strided):
     rng = np.random.default_rng(seed)
     f = as_format(fmt)
@@ -175,16 +175,19 @@ def test_requantize_layouts_against_transcription(seed, rounding, fmt, rows, col
     acc = acc.astype(dtype)
     if strided:
         acc = np.repeat(acc, 2, axis=1)[:, ::2]
-    shifts_ok = (-31, 30) if rounding == "double" else (-31, 0)
     shape = (cols,) if per_channel else ()
-    m = rng.integers(0, 2**31, shape)
-    m[rng.random(shape) < 0.2] = 2**31 - 1
-    s = rng.integers(shifts_ok[0], shifts_ok[1], shape, endpoint=True)
+    if method in ("float", "float64"):
+        m = 10.0 ** rng.uniform(-9, 1, shape)
+        s = 0
+    else:
+        m = rng.integers(0, 2**31, shape)
+        m[rng.random(shape) < 0.2] = 2**31 - 1
+        s = rng.integers(-31, 30, shape, endpoint=True)
     zp = int(rng.integers(f.min, f.max, endpoint=True))
-    got = fp.requantize(acc, m, s, zero_point=zp, out_fmt=fmt, method=rounding)
+    got = fp.requantize(acc, m, s, zero_point=zp, out_fmt=fmt, method=method)
     assert got.shape == acc.shape and got.dtype == f.dtype
     mm, ss = np.broadcast_to(m, acc.shape), np.broadcast_to(s, acc.shape)
     for i, j in np.ndindex(*acc.shape):
-        v = ref.tflite_multiply_by_quantized_multiplier(int(acc[i, j]), int(mm[i, j]), int(ss[i, j]),
-                                                        rounding == "single")
-        assert int(got[i, j]) == min(max(v + zp, f.min), f.max)
+        mult = float(mm[i, j]) if method in ("float", "float64") else int(mm[i, j])
+        want = ref.requantize_value(int(acc[i, j]), method, mult, int(ss[i, j]), zp, f.min, f.max)
+        assert int(got[i, j]) == want
