@@ -342,23 +342,44 @@ def _dynamic_output(p, parts):
     return np.float32(oq.scale), int(oq.zero_point)
 
 
-def _requantized(p, acc_v, s, so, zo):
-    """INT8 codes of the register values at output scale ``so``, and their float values."""
+def _real_multiplier(p, sx, sw, so, shape):
+    """``x_scale * w_scale / out_scale`` as float64, formed as ``output.multiplier`` says."""
+    sx32, sw32 = np.asarray(sx, np.float32), np.asarray(sw, np.float32)
+    if p.output.multiplier == "float64":
+        real = sx32.astype(np.float64) * sw32.astype(np.float64) / np.float64(so)
+    else:
+        real = (sx32 * sw32).astype(np.float32).astype(np.float64) / np.float64(so)
+    return np.broadcast_to(real, shape)
+
+
+def _requantize_with(method, a32, real, zo):
+    if method in ("float", "float64"):
+        return requantize(a32, real, zero_point=zo, out_fmt="int8", method=method)
+    m, sh = quantize_multiplier(real)
+    return requantize(a32, m, sh, zero_point=zo, out_fmt="int8", method=method)
+
+
+def _requantized(p, acc_v, sx, sw, so, zo, op, depthwise=False):
+    """INT8 codes of the register values at output scale ``so``, and their float
+    values, with the profile's method for this kind of layer (per column for a
+    depthwise convolution whose last channels take a tail method)."""
     so32 = np.float32(so)
     a32 = np.clip(acc_v.astype(np.int64), -2**31, 2**31 - 1)
+    out = p.output
     if so32 == 0:                       # an all-zero output range: every code is the zero point
         codes = np.full(a32.shape, zo, np.int8)
     else:
-        real = np.broadcast_to(np.asarray(s, np.float64) / np.float64(so32), a32.shape)
-        if p.output.method == "float":
-            codes = requantize(a32, real, zero_point=zo, out_fmt="int8", method="float")
-        else:
-            m, sh = quantize_multiplier(real)
-            codes = requantize(a32, m, sh, zero_point=zo, out_fmt="int8", method=p.output.method)
+        real = _real_multiplier(p, sx, sw, so32, a32.shape)
+        codes = _requantize_with(out.method_for(op), a32, real, zo)
+        if depthwise and out.depthwise_vector:
+            tail = a32.shape[-1] // out.depthwise_vector * out.depthwise_vector
+            if tail < a32.shape[-1]:
+                codes[..., tail:] = _requantize_with(out.depthwise_tail_method, a32[..., tail:],
+                                                     real[..., tail:], zo)
     return codes, (codes.astype(np.float32) - np.float32(zo)) * so32
 
 
-def _integer_product(p, xc, sx, zx, fx, wc, sw, zw, fw, bias, groups, out_q, name):
+def _integer_product(p, xc, sx, zx, fx, wc, sw, zw, fw, bias, groups, out_q, name, op):
     """Integer operands, to the float values of the profile's output: returns
     (y, acc, overflow counts, output codes, output scale, output zero point)."""
     if groups is not None:
@@ -373,7 +394,7 @@ def _integer_product(p, xc, sx, zx, fx, wc, sw, zw, fw, bias, groups, out_q, nam
     c = None if bias is None else _bias_codes(bias, s, out_shape, p.accumulator, name)
     acc_v, ovf = _integer_accumulate(p, xc, zx, fx, wc, zw, fw, c, None, name)
     so, zo = out_q if out_q[0] is not None else _dynamic_output(p, [(acc_v, s)])
-    codes, y = _requantized(p, acc_v, s, so, zo)
+    codes, y = _requantized(p, acc_v, sx, sw, so, zo, op)
     return y, acc_v, ovf, codes, np.float32(so), np.int32(zo)
 
 
@@ -648,7 +669,7 @@ class Linear(_Layer):
             sw, zw = sw.reshape(1, -1), np.asarray(zw).reshape(1, -1)
         y, acc, ovf, codes, so, zo = _integer_product(
             p, xc, sx, zx, xq.fmt, wq.codes, sw, zw, wq.fmt, self.bias, groups, self._static_out(),
-            self.name)
+            self.name, "linear")
         self.trace = LayerTrace(self.name, self.op, xq, wq, acc, ovf, codes, so, zo, clipped,
                                 np.asarray(sx), _absmax(X), dims)
         return self._finish(y)
@@ -718,7 +739,8 @@ class MatMul(_Layer):
                                     x_scale=np.asarray(sa), x_absmax=_absmax(A), dims=dims)
             return self._finish(y)
         y, acc, ovf, codes, so, zo = _integer_product(
-            p, ac, sa, za, aq.fmt, bc, sb, zb, bq.fmt, None, None, self._static_out(), self.name)
+            p, ac, sa, za, aq.fmt, bc, sb, zb, bq.fmt, None, None, self._static_out(), self.name,
+            "matmul")
         self.trace = LayerTrace(self.name, self.op, aq, bq, acc, ovf, codes, so, zo, clipped,
                                 np.asarray(sa), _absmax(A), dims)
         return self._finish(y)
@@ -788,6 +810,7 @@ class Conv2d(_Layer):
         if min(self.stride) < 1 or min(self.dilation) < 1 or min(self.pads) < 0:
             raise ValueError("stride, dilation: expected positive ints; padding: non-negative")
         self.groups = int(groups)
+        self.depthwise = groups > 1 and Cg == 1 and O == groups     # one channel per group
         self.weight = Wt
         self.O, self.Cg, self.kh, self.kw = O, Cg, kh, kw
         self.bias = _as_bias(bias, O, "bias")
@@ -877,7 +900,7 @@ class Conv2d(_Layer):
         elif wgroups is not None or p.output.type != "int8":
             for g, (xg, sxg, zxg, wcg, swg, zwg, b) in enumerate(per_g):
                 y, acc, o, _, _, _ = _integer_product(p, xg, sxg, zxg, xq.fmt, wcg, swg, zwg, wq.fmt, b,
-                                                      wgroups, (None, None), self.name)
+                                                      wgroups, (None, None), self.name, "conv")
                 out[:, g * Og:(g + 1) * Og] = y
                 accs.append(acc)
                 ovfs.append(o)
@@ -896,10 +919,18 @@ class Conv2d(_Layer):
                 scales.append(s)
             out_q = self._static_out()
             so, zo = out_q if out_q[0] is not None else _dynamic_output(p, list(zip(accs, scales)))
-            for g, (acc, s) in enumerate(zip(accs, scales)):
-                cds, y = _requantized(p, acc, s, so, zo)
+            if self.depthwise:        # requantize the channels together, in channel order
+                acc_all = np.concatenate(accs, axis=-1)
+                sw_all = wq.scale.reshape(1, -1) if np.ndim(wq.scale) else wq.scale
+                sx_all = np.asarray(sx).reshape(np.shape(sx)[0], -1) if np.ndim(sx) == 3 else sx
+                cds, yy = _requantized(p, acc_all, sx_all, sw_all, so, zo, "conv", depthwise=True)
                 codes_out.append(cds)
-                out[:, g * Og:(g + 1) * Og] = y
+                out[:] = yy
+            else:
+                for g, (acc, (_, sxg, _, _, swg, _, _)) in enumerate(zip(accs, per_g)):
+                    cds, y = _requantized(p, acc, sxg, swg, so, zo, "conv")
+                    codes_out.append(cds)
+                    out[:, g * Og:(g + 1) * Og] = y
             ovf = np.concatenate(ovfs, axis=-1)
             so, zo = np.float32(so), np.int32(zo)
         y = out.reshape(N, OH, OW, self.O).transpose(0, 3, 1, 2)

@@ -217,22 +217,58 @@ class OutputSpec:
     overflow : {"saturate", "nonfinite"}
         float16/bfloat16 results beyond the format's largest finite value:
         clamp, or Inf as the IEEE conversion gives (INT8 always saturates).
+    multiplier : {"float32", "float64"}
+        How the real multiplier ``x_scale * w_scale / out_scale`` is formed:
+        the product rounded to float32 first (XNNPACK, TFLite's optimized
+        per-tensor kernels), or product and quotient in float64 (TFLite's
+        per-channel and convolution kernels, its reference kernels).
+    linear_method : str or None
+        The method of fully connected layers, when it differs from
+        ``method`` (LiteRT's reference kernels: ``"float64"``).
+    depthwise_vector, depthwise_tail_method :
+        Depthwise convolutions whose channels are requantized ``depthwise_vector``
+        at a time with ``method`` and the remaining ``channels %
+        depthwise_vector`` one at a time with ``depthwise_tail_method``
+        (LiteRT's optimized depthwise kernel: 8, ``"double"``); 0 and None: all
+        channels alike.
     """
 
     type: str = "float32"
     method: str | None = None
     overflow: str = "saturate"
+    multiplier: str = "float32"
+    linear_method: str | None = None
+    depthwise_vector: int = 0
+    depthwise_tail_method: str | None = None
 
     def __post_init__(self):
         _choice(self.type, "type", OUTPUTS)
         _choice(self.overflow, "overflow", OVERFLOW_MODES)
+        _choice(self.multiplier, "multiplier", ("float32", "float64"))
+        if not _is_int(self.depthwise_vector) or self.depthwise_vector < 0:
+            raise ValueError(f"depthwise_vector: expected a non-negative int, got {self.depthwise_vector!r}")
         if self.type == "int8":
             if self.method is None:
                 raise ValueError("method: 'int8' output needs a requantization method, one of "
                                  f"{list(REQUANT_METHODS)}")
             _choice(self.method, "method", REQUANT_METHODS)
-        elif self.method is not None:
-            raise ValueError(f"method: only with type = 'int8', not {self.type!r}")
+            for key in ("linear_method", "depthwise_tail_method"):
+                if getattr(self, key) is not None:
+                    _choice(getattr(self, key), key, REQUANT_METHODS)
+            if (self.depthwise_vector > 0) != (self.depthwise_tail_method is not None):
+                raise ValueError("depthwise_tail_method: give it together with depthwise_vector > 0")
+        else:
+            for key in ("method", "linear_method", "depthwise_tail_method"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: only with type = 'int8', not {self.type!r}")
+            if self.depthwise_vector:
+                raise ValueError(f"depthwise_vector: only with type = 'int8', not {self.type!r}")
+
+    def method_for(self, op: str) -> str | None:
+        """The requantization method of a layer kind (``"linear"``, ``"conv"``, ``"matmul"``)."""
+        if op == "linear" and self.linear_method is not None:
+            return self.linear_method
+        return self.method
 
 
 @dataclass(frozen=True)
@@ -819,6 +855,43 @@ _BUILTIN = [
                             "b1.58)",),
                     assumptions=("all of it: group size 16, ternary codes, float16 scales, float32 "
                                  "group sums",))),
+    *[AcceleratorProfile(
+        name=f"litert-{path}-int8",
+        description=f"LiteRT (TensorFlow Lite) INT8 on x86, {what}: per-channel symmetric INT8 "
+                    f"weights in [-127, 127], asymmetric per-tensor INT8 activations, int32 "
+                    f"accumulation with the bias as the register's initial value, INT8 output.",
+        weights=QuantSpec("int8", "channel", narrow_range=True),
+        activations=QuantSpec("int8", symmetric=False),
+        accumulator=Accumulator(32, "wrap"),
+        output=out,
+        cost=CostModel(mul_pj=0.2, add_pj=0.1, epilogue_pj=3.1, peak_ops_per_s=1e12,
+                       memory_bandwidth_bytes_per_s=50e9,
+                       source=f"energy: {_HORO} (8-bit multiply 0.2, 32-bit add 0.1, requantize 3.1); "
+                              f"{_DRAM}; roofline: a generic 2-core AVX-512 CPU (1 TOPS INT8, 50 GB/s; "
+                              f"assumed, for comparison only)"),
+        notes=Notes(
+            public=(f"{src}; checked bit for bit against ai-edge-litert 2.3.0 on FULLY_CONNECTED, "
+                    f"CONV_2D and DEPTHWISE_CONV_2D (tests/test_litert.py, tests/test_layers_litert.py)",
+                    "TFLite quantization spec: int8 per-channel symmetric weights with zero point 0, "
+                    "int8 asymmetric activations, int32 bias at input_scale * weight_scale"),
+            assumptions=("activation scales and zero points from the calibration data's min/max "
+                         "(the converter's calibration is not modelled)",
+                         "the bias is quantized as round_half_even(bias / float32(sx * sw))")))
+      for path, what, out, src in (
+          ("xnnpack", "the default XNNPACK delegate (float32 rescale)",
+           OutputSpec("int8", "float", multiplier="float32"),
+           "XNNPACK requantizes with input_scale * kernel_scale / output_scale in float32 and "
+           "rounds to nearest even"),
+          ("reference", "the reference kernels (BUILTIN_REF)",
+           OutputSpec("int8", "double", multiplier="float64", linear_method="float64"),
+           "the reference FULLY_CONNECTED rounds (double)acc * real half away from zero; CONV_2D and "
+           "DEPTHWISE_CONV_2D use gemmlowp's MultiplyByQuantizedMultiplier"),
+          ("optimized", "the optimized kernels without delegates (ruy)",
+           OutputSpec("int8", "ruy", multiplier="float64", depthwise_vector=8,
+                      depthwise_tail_method="double"),
+           "ruy's requantization: the doubling high multiply, then a rounding right shift with ties "
+           "toward +inf; the optimized depthwise kernel does channels 8 at a time that way and the "
+           "last channels % 8 with MultiplyByQuantizedMultiplier"))],
     AcceleratorProfile(
         name="fp32",
         description="The float reference: float32 weights and activations, NumPy's float32 matmul.",
