@@ -218,6 +218,14 @@ def test_embed_float_matches_the_reference_embeddings(mini, golden):
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1, atol=1e-6)
 
 
+def test_embed_float_equals_the_stock_reference_evaluator(mini, golden):
+    """embed_float overrides Erf with fixedpoint.onnx_ops.erf: the values must not move."""
+    from onnx.reference import ReferenceEvaluator
+    feeds = mini.tokenize(golden["sentences"][:6])
+    stock = ReferenceEvaluator(mini.graph).run(["embeddings"], feeds)[0]
+    np.testing.assert_array_equal(mini.embed_float(golden["sentences"][:6]), stock)
+
+
 def test_onnxruntime_on_the_graph_matches_the_reference_embeddings(mini, golden, ort_minilm):
     e = ort_minilm.run(["embeddings"], mini.tokenize(golden["sentences"]))[0]
     cos = _cosines(e, golden["embeddings"])

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..onnx_ops import reference_ops
 from .mlp import DATA_DIR
 
 __all__ = ["MiniLM", "minilm", "sentences", "INSTALL"]
@@ -419,6 +420,9 @@ class MiniLM:
     def embed_float(self, texts, batch_size: int = 32) -> np.ndarray:
         """Float32 sentence embeddings of ``texts``, by ``onnx.reference.ReferenceEvaluator``.
 
+        ``Erf`` runs as :func:`fixedpoint.onnx_ops.erf` (whole arrays instead of one element
+        at a time; the same float32 values), every other operator as the reference has it.
+
         Parameters
         ----------
         texts : list of str
@@ -440,7 +444,7 @@ class MiniLM:
         """
         if self._evaluator is None:
             from onnx.reference import ReferenceEvaluator
-            self._evaluator = ReferenceEvaluator(self.graph)
+            self._evaluator = ReferenceEvaluator(self.graph, new_ops=reference_ops())
         ev = self._evaluator
         out = self.map_batches(texts, lambda feeds: ev.run(["embeddings"], feeds)[0],
                                batch_size=batch_size, max_length=self.max_seq_length)
