@@ -136,7 +136,7 @@ def build_graph(weights: dict, cfg: dict):
         except KeyError:
             raise ValueError(f"model_dir: the checkpoint has no tensor {name!r}") from None
 
-    one_i = bld.const("const/int_0", np.array([0], dtype=np.int64))
+    zero = bld.const("const/int_0", np.array([0], dtype=np.int64))
     ax1 = bld.const("const/axis_1", np.array([1], dtype=np.int64))
     ax12 = bld.const("const/axes_1_2", np.array([1, 2], dtype=np.int64))
     axm1 = bld.const("const/axis_-1", np.array([-1], dtype=np.int64))
@@ -151,7 +151,7 @@ def build_graph(weights: dict, cfg: dict):
     seq = bld.node("Shape", "embeddings/seq_len", ["input_ids"], start=1, end=2)
     pos = bld.node("Slice", "embeddings/position",
                    [bld.const("embeddings/position/table",
-                              f32(w("embeddings.position_embeddings.weight"))), one_i, seq, one_i])
+                              f32(w("embeddings.position_embeddings.weight"))), zero, seq, zero])
     x = bld.node("Add", "embeddings/add_position", [x, pos])
     x = bld.layernorm("embeddings/layernorm", x, w("embeddings.LayerNorm.weight"),
                       w("embeddings.LayerNorm.bias"), eps)
