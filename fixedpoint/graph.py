@@ -25,6 +25,7 @@ many runs.  ``onnx`` is an optional dependency (``pip install
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import numpy as np
 
 from .layers import Conv2d, LayerTrace, Linear, MatMul, round_to_float_type
 from .metrics import sqnr_db
+from .onnx_ops import reference_ops
 from .profiles import AcceleratorProfile, get
 
 try:
@@ -193,15 +195,19 @@ class Session:
         self._record = None
         opset = {d.domain: d.version for d in self.model.opset_import}.get("", 17)
         new_ops = [self._override(t) for t in OVERRIDDEN]
-        self._vector_ops = []
+        faster = {cls.__name__: cls for cls in reference_ops()}      # same values, whole arrays
         if self.profile.vector != "float32":
             seen = {n.op_type for n in g.node if n.domain in ("", "ai.onnx")} - set(OVERRIDDEN)
             for t in sorted(seen - {"Constant"}):
-                try:
-                    base = load_op("", t, opset)
-                except Exception:            # an op the reference lacks: it fails at run time anyway
-                    continue
+                if t in faster:
+                    base = faster.pop(t)
+                else:
+                    try:
+                        base = load_op("", t, opset)
+                    except Exception:        # an op the reference lacks: it fails at run time anyway
+                        continue
                 new_ops.append(self._vector_op(t, base))
+        new_ops += list(faster.values())
         try:
             self._ev = ReferenceEvaluator(self.model, new_ops=new_ops)
         except Exception as e:
@@ -286,8 +292,14 @@ class Session:
 
     def _vector_op(self, op_type, base):
         session = self
+        # the attributes the base implementation takes (the subclass is given the newest
+        # schema of its op, whose extra attributes the base may not accept)
+        params = inspect.signature(base._run).parameters
+        takes_all = any(p.kind == p.VAR_KEYWORD for p in params.values())
 
         def _run(self, *args, **kwargs):
+            if not takes_all:
+                kwargs = {k: v for k, v in kwargs.items() if k in params}
             res = base._run(self, *args, **kwargs)
             if session._mode != "quant":
                 return res

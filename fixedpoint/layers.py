@@ -342,44 +342,55 @@ def _dynamic_output(p, parts):
     return np.float32(oq.scale), int(oq.zero_point)
 
 
-def _real_multiplier(p, sx, sw, so, shape):
-    """``x_scale * w_scale / out_scale`` as float64, formed as ``output.multiplier`` says."""
+def _real_multiplier(p, sx, sw, so):
+    """``x_scale * w_scale / out_scale`` as float64, formed as ``output.multiplier`` says,
+    in the scales' own broadcast shape (one per column, or per element for per-token scales)."""
     sx32, sw32 = np.asarray(sx, np.float32), np.asarray(sw, np.float32)
     if p.output.multiplier == "float64":
-        real = sx32.astype(np.float64) * sw32.astype(np.float64) / np.float64(so)
-    else:
-        real = (sx32 * sw32).astype(np.float32).astype(np.float64) / np.float64(so)
-    return np.broadcast_to(real, shape)
+        return sx32.astype(np.float64) * sw32.astype(np.float64) / np.float64(so)
+    return (sx32 * sw32).astype(np.float32).astype(np.float64) / np.float64(so)
 
 
-def _requantize_with(method, a32, real, zo):
+def _requantize_with(method, a32, real, zo, cache=None):
     if method in ("float", "float64"):
         return requantize(a32, real, zero_point=zo, out_fmt="int8", method=method)
+    key = None
+    if cache is not None and real.size <= 4096:            # static scales: the same every call
+        key = (method, real.shape, real.tobytes())
+        if key in cache:
+            m, sh = cache[key]
+            return requantize(a32, m, sh, zero_point=zo, out_fmt="int8", method=method)
     m, sh = quantize_multiplier(real)
+    if key is not None:
+        cache[key] = (m, sh)
     return requantize(a32, m, sh, zero_point=zo, out_fmt="int8", method=method)
 
 
-def _requantized(p, acc_v, sx, sw, so, zo, op, depthwise=False):
+def _requantized(p, acc_v, sx, sw, so, zo, op, depthwise=False, cache=None):
     """INT8 codes of the register values at output scale ``so``, and their float
     values, with the profile's method for this kind of layer (per column for a
     depthwise convolution whose last channels take a tail method)."""
     so32 = np.float32(so)
-    a32 = np.clip(acc_v.astype(np.int64), -2**31, 2**31 - 1)
+    a32 = acc_v if acc_v.dtype == np.int32 else np.clip(acc_v.astype(np.int64), -2**31, 2**31 - 1)
     out = p.output
     if so32 == 0:                       # an all-zero output range: every code is the zero point
         codes = np.full(a32.shape, zo, np.int8)
     else:
-        real = _real_multiplier(p, sx, sw, so32, a32.shape)
-        codes = _requantize_with(out.method_for(op), a32, real, zo)
+        real = _real_multiplier(p, sx, sw, so32)
+        codes = _requantize_with(out.method_for(op), a32, real, zo, cache)
         if depthwise and out.depthwise_vector:
             tail = a32.shape[-1] // out.depthwise_vector * out.depthwise_vector
             if tail < a32.shape[-1]:
+                rt = np.broadcast_to(real, np.broadcast_shapes(real.shape, (1, a32.shape[-1])))
                 codes[..., tail:] = _requantize_with(out.depthwise_tail_method, a32[..., tail:],
-                                                     real[..., tail:], zo)
-    return codes, (codes.astype(np.float32) - np.float32(zo)) * so32
+                                                     rt[..., tail:], zo)
+    y = codes.astype(np.float32)
+    y -= np.float32(zo)
+    y *= so32
+    return codes, y
 
 
-def _integer_product(p, xc, sx, zx, fx, wc, sw, zw, fw, bias, groups, out_q, name, op):
+def _integer_product(p, xc, sx, zx, fx, wc, sw, zw, fw, bias, groups, out_q, name, op, cache=None):
     """Integer operands, to the float values of the profile's output: returns
     (y, acc, overflow counts, output codes, output scale, output zero point)."""
     if groups is not None:
@@ -394,7 +405,7 @@ def _integer_product(p, xc, sx, zx, fx, wc, sw, zw, fw, bias, groups, out_q, nam
     c = None if bias is None else _bias_codes(bias, s, out_shape, p.accumulator, name)
     acc_v, ovf = _integer_accumulate(p, xc, zx, fx, wc, zw, fw, c, None, name)
     so, zo = out_q if out_q[0] is not None else _dynamic_output(p, [(acc_v, s)])
-    codes, y = _requantized(p, acc_v, sx, sw, so, zo, op)
+    codes, y = _requantized(p, acc_v, sx, sw, so, zo, op, cache=cache)
     return y, acc_v, ovf, codes, np.float32(so), np.int32(zo)
 
 
@@ -438,6 +449,7 @@ class _Layer:
         self._out_cal = None
         self._fixed_out = None
         self._fixed_in = {}
+        self._mcache = {}          # Q31 multipliers of static scales, computed once
 
     # -- static scales ---------------------------------------------------------
     def _calibrator(self):
@@ -669,7 +681,7 @@ class Linear(_Layer):
             sw, zw = sw.reshape(1, -1), np.asarray(zw).reshape(1, -1)
         y, acc, ovf, codes, so, zo = _integer_product(
             p, xc, sx, zx, xq.fmt, wq.codes, sw, zw, wq.fmt, self.bias, groups, self._static_out(),
-            self.name, "linear")
+            self.name, "linear", self._mcache)
         self.trace = LayerTrace(self.name, self.op, xq, wq, acc, ovf, codes, so, zo, clipped,
                                 np.asarray(sx), _absmax(X), dims)
         return self._finish(y)
@@ -740,7 +752,7 @@ class MatMul(_Layer):
             return self._finish(y)
         y, acc, ovf, codes, so, zo = _integer_product(
             p, ac, sa, za, aq.fmt, bc, sb, zb, bq.fmt, None, None, self._static_out(), self.name,
-            "matmul")
+            "matmul", self._mcache)
         self.trace = LayerTrace(self.name, self.op, aq, bq, acc, ovf, codes, so, zo, clipped,
                                 np.asarray(sa), _absmax(A), dims)
         return self._finish(y)
@@ -923,12 +935,13 @@ class Conv2d(_Layer):
                 acc_all = np.concatenate(accs, axis=-1)
                 sw_all = wq.scale.reshape(1, -1) if np.ndim(wq.scale) else wq.scale
                 sx_all = np.asarray(sx).reshape(np.shape(sx)[0], -1) if np.ndim(sx) == 3 else sx
-                cds, yy = _requantized(p, acc_all, sx_all, sw_all, so, zo, "conv", depthwise=True)
+                cds, yy = _requantized(p, acc_all, sx_all, sw_all, so, zo, "conv", depthwise=True,
+                                       cache=self._mcache)
                 codes_out.append(cds)
                 out[:] = yy
             else:
                 for g, (acc, (_, sxg, _, _, swg, _, _)) in enumerate(zip(accs, per_g)):
-                    cds, y = _requantized(p, acc, sxg, swg, so, zo, "conv")
+                    cds, y = _requantized(p, acc, sxg, swg, so, zo, "conv", cache=self._mcache)
                     codes_out.append(cds)
                     out[:, g * Og:(g + 1) * Og] = y
             ovf = np.concatenate(ovfs, axis=-1)

@@ -174,11 +174,33 @@ class _MLPRunner:
             yield h, nodes
 
 
+class _ReferenceCache:
+    """The float run's per-node outputs of each evaluation batch, kept (up to a
+    memory budget) so that every profile after the first compares against them
+    without running the float graph again."""
+
+    def __init__(self, budget_bytes=1 << 30):
+        self.budget, self.used, self.runs = budget_bytes, 0, {}
+
+    def get(self, i, session, feeds):
+        if i in self.runs:
+            return self.runs[i]
+        ref = session.reference_outputs(feeds)[1]
+        size = sum(v[0].nbytes for v in ref.values())
+        if self.used + size <= self.budget:
+            self.runs[i] = ref
+            self.used += size
+        return ref
+
+    def __getstate__(self):              # shipped to workers empty: each process fills its own
+        return {"budget": self.budget, "used": 0, "runs": {}}
+
+
 class _GraphRunner:
-    def __init__(self, model, profile, eval_feeds, calib_feeds, output):
+    def __init__(self, model, profile, eval_feeds, calib_feeds, output, cache):
         from .graph import Session
         self.s = Session(model, profile)
-        self.eval, self.calib, self.output = eval_feeds, calib_feeds, output
+        self.eval, self.calib, self.output, self.cache = eval_feeds, calib_feeds, output, cache
 
     def calibrate(self):
         if self.s.profile.is_float:
@@ -187,8 +209,8 @@ class _GraphRunner:
             self.s.calibrate(f)
 
     def batches(self):
-        for f in self.eval:
-            outs, tr = self.s.run(f)
+        for i, f in enumerate(self.eval):
+            outs, tr = self.s.run(f, reference=self.cache.get(i, self.s, f))
             nodes = {k: (t.layer, t.signal, t.noise, t.kind, t.op_type, t.depth) for k, t in tr.nodes.items()}
             yield np.asarray(outs[self.output]), nodes
 
@@ -270,8 +292,9 @@ def graph_workload(model, data, *, seed: int = 0, limit: int | None = None, batc
     out = s.output_names[0]
     ev, cb = _batched(feeds, n, batch), _batched(calib, nc, batch)
     kind = "classification" if labels is not None else "agreement"
+    cache = _ReferenceCache()
     return Workload(name or (Path(model).stem if isinstance(model, (str, Path)) else m.graph.name or "graph"),
-                    dname, kind, n, nc, lambda p: _GraphRunner(m, p, ev, cb, out), labels=labels)
+                    dname, kind, n, nc, lambda p: _GraphRunner(m, p, ev, cb, out, cache), labels=labels)
 
 
 def convnet_workload(*, seed: int = 0, limit: int | None = None, n_calib: int = 256) -> Workload:
@@ -305,8 +328,9 @@ def minilm_workload(*, seed: int = 0, limit: int | None = None, batch: int = 16,
     cal = [rest[i] for i in sorted(rng.choice(len(rest), size=min(n_calib, len(rest)), replace=False))]
     evb = [model.tokenize(ev[i:i + batch]) for i in range(0, len(ev), batch)]
     cbb = [model.tokenize(cal[i:i + batch]) for i in range(0, len(cal), batch)]
+    cache = _ReferenceCache()
     return Workload("all-MiniLM-L6-v2", f"{len(ev)} English sentences (CPython docstrings)", "embedding",
-                    len(ev), len(cal), lambda p: _GraphRunner(model.graph, p, evb, cbb, "embeddings"))
+                    len(ev), len(cal), lambda p: _GraphRunner(model.graph, p, evb, cbb, "embeddings", cache))
 
 
 # ---------------------------------------------------------------------------

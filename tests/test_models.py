@@ -368,3 +368,16 @@ def test_digits_convnet_loader(convnet):
     np.testing.assert_array_equal(data["x"], x)
     np.testing.assert_array_equal(data["y"], y)
     assert data["x_calib"].shape == (1797 - 450, 1, 8, 8) and data["x_calib"].dtype == np.float32
+
+
+def test_embed_on_profiles_matches_the_reference(mini, golden):
+    """MiniLM.embed(texts, profile="fp32") is the float model (cosine >= 0.99999 to the
+    reference embeddings, and the same bits as embed_float); a quantized profile stays
+    close but not identical."""
+    sents = golden["sentences"]
+    e = mini.embed(sents, "fp32")
+    assert np.sum(e * golden["embeddings"], axis=1).min() >= COSINE_MIN
+    np.testing.assert_array_equal(e, mini.embed_float(sents))
+    q = mini.embed(sents[:4], "h100-fp8", calibration=sents[4:])
+    c = np.sum(q * e[:4], axis=1)
+    assert 0.98 < c.min() < 1.0

