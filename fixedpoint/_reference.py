@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 # ---------------------------------------------------------------------------
-# Integers (SEMANTICS.md sections 1-2)
+# Integers (docs/semantics.md sections 1-2)
 
 
 def int_range(bits: int, signed: bool = True, narrow: bool = False):
@@ -90,7 +90,7 @@ def matmul(a, b, bits: int = 32, overflow: str = "wrap", block: int = 1, c=None)
 
 
 # ---------------------------------------------------------------------------
-# Minifloats (OCP OFP8 rev 1.0 rules, SEMANTICS.md section 3), from scratch:
+# Minifloats (OCP OFP8 rev 1.0 rules, docs/semantics.md section 3), from scratch:
 # the grid of representable magnitudes is enumerated from the format's
 # fields and the input is placed on it with exact rational arithmetic.
 
@@ -242,7 +242,7 @@ def mse_threshold(mag, width, qmax, candidates=128):
 
 
 # ---------------------------------------------------------------------------
-# Tensor-core block accumulation (SEMANTICS.md section 4), with Fractions.
+# Tensor-core block accumulation (docs/semantics.md section 4), with Fractions.
 
 def _fraction_exponent(x: Fraction) -> int:
     """floor(log2|x|) of a nonzero Fraction."""
@@ -347,7 +347,7 @@ def fp8_matmul(a, b, fa, fb, acc):
 
 
 # ---------------------------------------------------------------------------
-# Requantization (SEMANTICS.md section 5), one Python integer at a time.
+# Requantization (docs/semantics.md section 5), one Python integer at a time.
 
 INT32_MIN, INT32_MAX = -(2 ** 31), 2 ** 31 - 1
 

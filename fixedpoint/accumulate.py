@@ -7,14 +7,14 @@ saturates (clamps), block after block in K order.  Wrapping is associative,
 so for ``"wrap"`` the result is the exact sum modulo ``2**bits`` whatever the
 block; saturation is not, so the block size decides the bits.
 
-Hardware this describes (SEMANTICS.md section 2):
+Hardware this describes (docs/semantics.md section 2):
 
 * ``Accumulator(32, "wrap")``: ``mma.sync ... .s32.s8.s8.s32``, ONNX
   MatMulInteger, a Verilog ``accum <= accum + a * b`` register.
 * ``Accumulator(32, "saturate", block=16)``: the Hopper cuBLASLt INT8 GEMM
   (``torch._int_mm``), measured: a recording designed to separate block
   sizes fits 16 and nothing else; the earlier recordings fit 16 and 32
-  alike (so ``block=32`` reproduces them too, as SEMANTICS.md states).
+  alike (so ``block=32`` reproduces them too).
 * ``Accumulator(32, "saturate", block=32)`` with ``c=``: ``mma.sync ...
   .satfinite.s32.s8.s8.s32`` (one clamp per 32-product instruction).
 """

@@ -8,7 +8,7 @@ cuBLAS promotes the partial result into a real float32 accumulator every
 128 K-elements.  :class:`TensorCoreAccumulator` describes such a datapath;
 :func:`fp8_matmul` runs it.
 
-The model is SEMANTICS.md section 4, and reproduces every element of the
+The model is docs/semantics.md section 4, and reproduces every element of the
 recorded H100/H200 ``torch._scaled_mm`` results in ``tests/data``.
 """
 from __future__ import annotations
@@ -111,7 +111,7 @@ class TensorCoreAccumulator:
         """NVIDIA H100/H200 FP8 (``wgmma``, cuBLASLt): blocks of 32, 13 fraction
         bits, truncation, promotion every 128 unless ``fast_accum``.
 
-        Verified here against recorded GPU results (SEMANTICS.md section 4)."""
+        Verified here against recorded GPU results (docs/semantics.md section 4)."""
         return cls(32, 13, "sum", "toward_zero", None if fast_accum else 128)
 
     @classmethod

@@ -1,4 +1,4 @@
-/* Tensor-core style block accumulation of FP8 products (SEMANTICS.md section 4).
+/* Tensor-core style block accumulation of FP8 products (docs/semantics.md section 4).
  *
  * For one output element, with a running block result c (starting at 0):
  *   1. K is split into blocks of `block` products (zero padded);

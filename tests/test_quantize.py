@@ -98,7 +98,7 @@ def test_quantizelinear_fp8(fmt, saturate, rng):
     want = _ort_raw(_quantize_model(x.shape, fmt, scale, 0, saturate=saturate), {"x": x}, x.size)
     keep = np.ones(x.size, bool)
     if not saturate:
-        # known ONNX Runtime 1.32 deviations from OCP (SEMANTICS.md section 5), excluded:
+        # known ONNX Runtime 1.32 deviations from OCP (docs/semantics.md section 5), excluded:
         r = np.abs(x / scale)
         keep = ~((r >= 61440) & (r < 65536)) if fmt == "e5m2" else ~((r >= 480) & (r < 496))
     np.testing.assert_array_equal(q.codes[keep], want[keep])

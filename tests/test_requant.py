@@ -146,7 +146,7 @@ def _ort(model, feeds):
 @pytest.mark.parametrize("xtype", ["int8", "uint8"])
 def test_qlinear_float_against_ort_qlinearmatmul(xtype, rng):
     """ONNX Runtime 1.32's uint8 x int8 path adds pairs of products with 16-bit
-    saturation (AVX2 vpmaddubsw, SEMANTICS.md section 5), so for uint8 inputs
+    saturation (AVX2 vpmaddubsw, docs/semantics.md section 5), so for uint8 inputs
     the comparison uses x in [0, 127], where no pair can exceed int16."""
     M, K, N = 7, 50, 9
     lo, hi = (-128, 127) if xtype == "int8" else (0, 127)
@@ -173,7 +173,7 @@ def test_qlinear_float_against_ort_qlinearmatmul(xtype, rng):
 
 def test_matmulinteger_against_ort(rng):
     """ONNX Runtime's int8 x int8 MatMulInteger is exact (its uint8 x int8 path
-    clips pairs of products to 16 bits, SEMANTICS.md section 5: not compared)."""
+    clips pairs of products to 16 bits, docs/semantics.md section 5: not compared)."""
     M, K, N = 6, 300, 11
     x = rng.integers(-128, 128, (M, K)).astype(np.int8)
     w = rng.integers(-128, 128, (K, N)).astype(np.int8)
