@@ -204,3 +204,20 @@ def test_minilm_study_end_to_end(tmp_path):
         assert 0.9 < p["cosine_mean"] < 1 and p["cosine_worst"] <= p["cosine_mean"]
         assert all(n["sqnr_db"] is not None and n["sqnr_db"] > 0 for n in p["nodes"])
     assert "cos mean" in r.stdout and "| layer0/attention/scores | matmul |" in (out / "report.md").read_text()
+
+
+def test_convnet_runs_on_every_profile():
+    """The shipped conv net (regular, depthwise, pointwise and dilated convolutions and a
+    Gemm) through the graph runner on every built-in profile: the float profile gives
+    the accuracy ONNX Runtime gives (440/450), the 8-bit profiles stay within a few images."""
+    from extras import need
+    need("onnx", 'pip install "fixedpoint[models]"')
+    res = study.run_study(None, study.convnet_workload())
+    assert list(res["profiles"]) == ["fp32"] + [n for n in profiles.BUILTIN_NAMES if n != "fp32"]
+    assert res["profiles"]["fp32"]["accuracy"] == 440 / 450
+    kinds = [n["kind"] for n in res["profiles"]["fp32"]["nodes"]]
+    assert kinds == ["conv", "conv", "conv", "conv", "linear"]
+    for name, r in res["profiles"].items():
+        if "int8" in name or "fp8" in name:
+            assert r["drop_pp"] <= 2.0, name
+        assert all(n["k"] > 0 for n in r["nodes"])
