@@ -456,3 +456,377 @@ def requantize_value(x, method, multiplier, shift, zero_point, lo, hi):
         v = wrap_int(tflite_multiply_by_quantized_multiplier(x, multiplier, shift,
                                                              method == "single"), 32)
     return min(max(wrap_int(v + zero_point, 32), lo), hi)
+
+# Block-scaled formats (fixedpoint.blockscaled), from the specifications:
+# OCP MX v1.0 (sections 5.4.1, 6.3), PTX cvt .ue8m0x2, the libraries' float32
+# operation orders, and the tcgen05.mma model published with MMA-Sim
+# (arXiv 2511.10909).  Exact rationals, one value at a time.
+
+def f32_round(x) -> Fraction:
+    """The float32 nearest to the rational x (ties to even, subnormals on the
+    2^-149 grid); a float +-inf beyond the range."""
+    x = Fraction(x)
+    if x == 0:
+        return Fraction(0)
+    e = max(_fraction_exponent(x), -126)
+    step = Fraction(2) ** (e - 23)
+    q = abs(x) / step
+    n, r = divmod(q.numerator, q.denominator)
+    if 2 * r > q.denominator or (2 * r == q.denominator and n % 2):
+        n += 1
+    v = n * step
+    if v >= Fraction(2) ** 128:
+        return math.copysign(math.inf, x)
+    return v if x > 0 else -v
+
+
+def f32_op(a, b, op):
+    """One IEEE float32 operation on float32 values given as Fractions (or
+    +-inf / nan floats), rounded to nearest even."""
+    if any(isinstance(v, float) for v in (a, b)):
+        r = {"*": lambda: float(a) * float(b), "/": lambda: float(a) / float(b)
+             if float(b) != 0 else (math.nan if float(a) == 0 or a != a else
+                                    math.copysign(math.inf, float(a)) * math.copysign(1.0, float(b)))}[op]()
+        return r if math.isinf(r) or r != r else Fraction(r)
+    if op == "*":
+        return f32_round(a * b)
+    if b == 0:
+        return math.nan if a == 0 else math.copysign(math.inf, a)
+    return f32_round(Fraction(a) / b)
+
+
+def e8m0_encode(x, rounding, overflow):
+    """E8M0 code of x (a float or Fraction): rounding 'toward_zero' / 'up' /
+    'nearest_away' (midpoints go up), overflow 'saturate' (PTX .satfinite:
+    Inf and overflow -> 254, zero -> 0, sign ignored) or 'nonfinite'
+    (ml_dtypes: Inf, overflow, zero and negatives -> 255)."""
+    sat = overflow == "saturate"
+    if isinstance(x, float) and math.isnan(x):
+        return 255
+    if isinstance(x, float) and math.isinf(x):
+        return 254 if sat else 255
+    x = Fraction(x)
+    if x == 0 or (x < 0 and not sat):
+        return 0 if sat else 255
+    m = abs(x)
+    k = _fraction_exponent(m)                       # 2^k <= m < 2^(k+1)
+    lo = Fraction(2) ** k
+    if rounding == "up" and m != lo:
+        k += 1
+    elif rounding == "nearest_away" and m - lo >= 2 * lo - m:
+        k += 1
+    k = max(k, -127)
+    if k > 127:
+        return 254 if sat else 255
+    return k + 127
+
+
+def minifloat_nearest_away(x, exp_bits, man_bits, bias, nan_kind, negative=None):
+    """Saturating encode with round-to-nearest, ties away from zero (finite x;
+    ``negative`` gives the sign of a zero)."""
+    neg = (x < 0) if negative is None else negative
+    x = Fraction(x)
+    grid = minifloat_grid(exp_bits, man_bits, bias, nan_kind)
+    sb = 2 ** (exp_bits + man_bits)
+    mag = abs(x)
+    best = None
+    for i, (v, code) in enumerate(grid):
+        if v >= mag:
+            if i == 0 or v == mag:
+                best = code
+            else:
+                v0, c0 = grid[i - 1]
+                best = c0 if mag - v0 < v - mag else code
+            break
+    if best is None:
+        best = grid[-1][1]
+    if best == 0 and not neg:
+        return 0
+    return best | (sb if neg else 0)
+
+
+MX_EMAX = {(4, 3): 8, (5, 2): 15, (3, 2): 4, (2, 3): 2, (2, 1): 2}
+
+
+def mx_block(values, fmt, rule, rounding="nearest_even"):
+    """One OCP MX block: (E8M0 scale code, element codes) of float32 ``values``
+    (Python floats).  ``fmt`` is a FloatFormat or an IntFormat of 8 bits (MXINT8).
+    Rules as fixedpoint.blockscaled.SCALE_RULES, computed from exact rationals."""
+    from .formats import FloatFormat
+    is_float = isinstance(fmt, FloatFormat)
+    emax = MX_EMAX[(fmt.exp_bits, fmt.man_bits)] if is_float else 0
+    if any(math.isnan(v) for v in values):
+        amax = math.nan
+    else:
+        amax = max((abs(v) for v in values), default=0.0)
+    if rule == "rceil":
+        maxv = Fraction(fmt.max_value) if is_float else Fraction(127, 64)
+        if math.isnan(amax) or math.isinf(amax):
+            code = e8m0_encode(amax, "up", "saturate")
+        else:
+            code = e8m0_encode(f32_round(Fraction(amax) * f32_round(1 / maxv)), "up", "saturate")
+    elif math.isnan(amax) or math.isinf(amax):
+        code = 255
+    elif amax == 0:
+        code = 0
+    else:
+        a = Fraction(amax)
+        k = _fraction_exponent(a)
+        if rule == "ceil" and a != Fraction(2) ** k:
+            k += 1
+        if rule == "even":
+            # round the float32 significand to man_bits, ties up, then floor
+            e = max(k, -126)
+            step = Fraction(2) ** (e - fmt.man_bits)
+            r = math.floor(a / step + Fraction(1, 2)) * step
+            k = _fraction_exponent(r) if r else -127
+            if r >= Fraction(2) ** 128:
+                k = None
+        code = 255 if k is None else min(max(k - emax, -127), 127) + 127
+    codes = []
+    for v in values:
+        if code == 255 or math.isnan(v):
+            s = math.nan
+        elif math.isinf(v):
+            s = v
+        else:
+            s = Fraction(v) / Fraction(2) ** (code - 127)
+            if s == 0:
+                s = v                               # keeps the sign of zero
+        if is_float:
+            if not isinstance(s, float) and rounding == "nearest_away":
+                codes.append(minifloat_nearest_away(s, fmt.exp_bits, fmt.man_bits, fmt.bias,
+                                                    fmt.nan, math.copysign(1.0, v) < 0))
+            else:
+                codes.append(encode_minifloat(s, fmt.exp_bits, fmt.man_bits, fmt.bias, fmt.inf,
+                                              fmt.nan, True, "nearest_even"))
+        else:
+            if isinstance(s, float) and (math.isnan(s) or math.isinf(s)):
+                q = 0 if math.isnan(s) else (fmt.max if s > 0 else fmt.min)
+            else:
+                w = s * 64
+                n = math.floor(w)
+                r = w - n
+                if rounding == "nearest_even":
+                    n += 1 if (r > Fraction(1, 2) or (r == Fraction(1, 2) and n % 2)) else 0
+                else:
+                    n = (math.floor(abs(w) + Fraction(1, 2))) * (1 if w >= 0 else -1)
+                q = min(max(n, fmt.min), fmt.max)
+            codes.append(q)
+    return code, codes
+
+
+def _e4m3_sat(x):
+    """E4M3 code (saturating, round to nearest even) of a float32 value."""
+    return encode_minifloat(x, 4, 3, 7, False, "all_ones", True, "nearest_even")
+
+
+def _e4m3_value(code):
+    from .formats import E4M3
+    return E4M3.decode_exact(code)
+
+
+def nvfp4_block(values, amax_t, arithmetic):
+    """One NVFP4 block of 16 float32 values (Python floats) and the tensor amax
+    (a float): (E4M3 scale code, E2M1 codes, tensor decode factor), every float32
+    operation rounded with f32_round in the library's order."""
+    F = Fraction
+    def e2m1(v):
+        return encode_minifloat(v, 2, 1, 1, False, None, True, "nearest_even")
+    finite = [v for v in values if not math.isnan(v)]
+    if arithmetic == "encode_multiply":
+        bam = max((abs(v) for v in finite), default=0.0)
+        if amax_t == 0 or math.isinf(amax_t):
+            s_enc = F(1)                                # 2688 / amax is Inf or 0: 1
+        else:
+            s_enc = f32_op(F(2688), F(amax_t), "/")
+            if isinstance(s_enc, float):
+                s_enc = F(float(np.finfo(np.float32).max))    # overflow: FLT_MAX
+        s_dec = f32_op(F(1), s_enc, "/")
+        t = f32_op(s_enc, f32_op(F(1), F(6), "/"), "*")
+        bv = f32_op(F(bam) if not math.isinf(bam) else bam, t, "*")
+        code = _e4m3_sat(bv if isinstance(bv, float) else bv)
+        sv = _e4m3_value(code)
+        p = f32_op(sv, s_dec, "*")
+        inv = f32_op(F(1), p, "/")
+        if isinstance(inv, float) or inv > F(float(np.finfo(np.float32).max)):
+            inv = F(float(np.finfo(np.float32).max))
+        out = []
+        for v in values:
+            if math.isnan(v):
+                out.append(e2m1(math.nan))
+                continue
+            y = f32_op(v if math.isinf(v) else F(v), inv, "*")
+            out.append(e2m1(y))
+        return code, out, s_dec
+    amax = max((abs(v) for v in values), default=0.0)
+    s = f32_op(F(amax_t), F(2688), "/")
+    if arithmetic == "decode_reciprocal":
+        bs = f32_op(F(amax), F(6), "/")
+        sbs = f32_op(bs, s, "/")
+        sbs = min(max(sbs, F(1, 64)), F(448))
+        code = _e4m3_sat(sbs)
+        sv = _e4m3_value(code)
+        mult = f32_op(f32_op(F(1), s, "/"), sv, "/")
+        out = []
+        for v in values:
+            y = f32_op(F(v), mult, "*")
+            y = min(max(y, F(-6)), F(6))
+            out.append(e2m1(y))
+        return code, out, s
+    pbs = f32_op(F(amax), f32_op(F(6), s, "*"), "/")
+    if pbs == 0:
+        pbs = F(1)
+    code = _e4m3_sat(pbs)
+    sv = _e4m3_value(code)
+    div = f32_op(sv, s, "*")
+    return code, [e2m1(f32_op(F(v), div, "/")) for v in values], s
+
+
+# --- tcgen05.mma as published with MMA-Sim ---------------------------------
+
+def _rz_f32(x: Fraction):
+    """x truncated toward zero to float32 (2^-149 grid below 2^-126); +-inf
+    beyond; the published model's final normalisation."""
+    if x == 0:
+        return Fraction(0)
+    e = _fraction_exponent(x)
+    if e > 127:
+        return math.copysign(math.inf, x)
+    return _trunc_to_grid(x, Fraction(2) ** (max(e, -126) - 23))
+
+
+def _model_exp(v, emin):
+    """The published model's exponent of an operand value: floor(log2|v|),
+    subnormals at the format's emin, zero at -126."""
+    if v == 0:
+        return -126
+    return max(_fraction_exponent(v), emin)
+
+
+def mmasim_fused(terms, c, frac):
+    """One fused step: terms [(value, exponent)] and the float32 accumulator c
+    (a Fraction): every term and c truncated to a multiple of 2^(E - frac), E
+    the largest exponent; the exact sum truncated to float32."""
+    ec = -126 if c == 0 else max(_fraction_exponent(c), -126)
+    E = max([e for _, e in terms] + [ec])
+    step = Fraction(2) ** (E - frac)
+    s = _trunc_to_grid(c, step) + sum((_trunc_to_grid(v, step) for v, _ in terms), Fraction(0))
+    return _rz_f32(s)
+
+
+def _special(vals_a, vals_b, scale_nan, c):
+    """IEEE class of a step with NaN/Inf (float) operands: 'nan', +-inf, or None."""
+    if scale_nan or (isinstance(c, float) and math.isnan(c)):
+        return "nan"
+    pos = isinstance(c, float) and c > 0
+    neg = isinstance(c, float) and c < 0
+    for a, b in zip(vals_a, vals_b):
+        if isinstance(a, float) or isinstance(b, float):
+            p = float(a) * float(b)
+            if p != p:
+                return "nan"
+            if math.isinf(p):
+                pos, neg = pos or p > 0, neg or p < 0
+    if pos and neg:
+        return "nan"
+    if pos or neg:
+        return math.inf if pos else -math.inf
+    return None
+
+
+def tcgen05_f8_dot(a_codes, b_codes, fa, fb, sa_codes=None, sb_codes=None, c=0.0, frac=25,
+                   step=32):
+    """One output element of kind::f8f6f4 (no scales) or kind::mxf8f6f4 (one
+    E8M0 scale code per step for a and for b).  Returns a Python float: the
+    float32 value, or nan / +-inf."""
+    K = len(a_codes)
+    acc = Fraction(c) if not (math.isnan(c) or math.isinf(c)) else c
+    for t, k0 in enumerate(range(0, max(K, 1) if K else 0, step)):
+        ks = range(k0, min(k0 + step, K))
+        va = [fa.decode_exact(int(a_codes[k])) for k in ks]
+        vb = [fb.decode_exact(int(b_codes[k])) for k in ks]
+        S, snan = 0, False
+        if sa_codes is not None:
+            snan = sa_codes[t] == 255 or sb_codes[t] == 255
+            S = int(sa_codes[t]) - 127 + int(sb_codes[t]) - 127
+        sp = _special(va, vb, snan, acc)
+        if sp == "nan":
+            return math.nan
+        if sp is not None:
+            acc = sp
+            continue
+        terms = [(a * b * Fraction(2) ** S,
+                  _model_exp(a, fa.emin) + _model_exp(b, fb.emin) + S) for a, b in zip(va, vb)]
+        if len(terms) < step:                   # zero padding: zero operands
+            terms += [(Fraction(0), -126 - 126 + S)] * (step - len(terms))
+        acc = mmasim_fused(terms, acc, frac)
+    return acc if isinstance(acc, float) else float(acc)
+
+
+def tcgen05_f4_dot(a_codes, b_codes, sa, sb, block, scale_kind, c=0.0):
+    """One output element of kind::mxf4 / mxf4nvf4: E2M1 codes, scale codes per
+    block (E8M0, or E4M3 whose sign is ignored), K steps of 64, 35 bits."""
+    from .formats import E2M1, E4M3
+    K = len(a_codes)
+    Kp = -(-K // 64) * 64
+
+    def scale(code):
+        """(significand, exponent, is_nan) as the published model reads a scale."""
+        if scale_kind == "e8m0":
+            return (Fraction(1), int(code) - 127, code == 255)
+        mag = int(code) & 0x7F
+        if mag == 0x7F:
+            return (Fraction(0), 0, True)
+        v = E4M3.decode_exact(mag)
+        if v == 0:
+            return (Fraction(0), -126, False)
+        e = max(_fraction_exponent(v), -6)
+        return (v / Fraction(2) ** e, e, False)
+
+    def val(codes, k):
+        return E2M1.decode_exact(int(codes[k])) if k < K else Fraction(0)
+
+    acc = Fraction(c) if not (math.isnan(c) or math.isinf(c)) else c
+    for k0 in range(0, Kp, 64):
+        groups = []
+        snan = False
+        for g in range(4):
+            kg = k0 + 16 * g
+            bi = kg // block
+            ca = sa[bi] if bi < len(sa) else 0
+            cb = sb[bi] if bi < len(sb) else 0
+            m0, e0, n0 = scale(ca)
+            m1, e1, n1 = scale(cb)
+            snan = snan or n0 or n1
+            s = sum((val(a_codes, k) * val(b_codes, k) for k in range(kg, kg + 16)), Fraction(0))
+            groups.append((s * m0 * m1 * Fraction(2) ** (e0 + e1), e0 + e1))
+        if snan or (isinstance(acc, float) and math.isnan(acc)):
+            return math.nan
+        if isinstance(acc, float):
+            continue                                # Inf + finite (assumed)
+        acc = mmasim_fused(groups, acc, 35)
+    return acc if isinstance(acc, float) else float(acc)
+
+
+def mmasim_wgmma_fp8(a_codes, b_codes, fa, fb):
+    """One output element of Hopper FP8 wgmma as published with MMA-Sim: K
+    steps of 32 chained through C (from 0), 13 fraction bits, the result
+    truncated to 13 fraction bits (f32_e8m13)."""
+    acc = Fraction(0)
+    K = len(a_codes)
+    for k0 in range(0, K, 32):
+        ks = range(k0, min(k0 + 32, K))
+        terms = []
+        for k in ks:
+            a = fa.decode_exact(int(a_codes[k]))
+            b = fb.decode_exact(int(b_codes[k]))
+            terms.append((a * b, _model_exp(a, fa.emin) + _model_exp(b, fb.emin)))
+        ec = -126 if acc == 0 else max(_fraction_exponent(acc), -126)
+        E = max([e for _, e in terms] + [ec])
+        step = Fraction(2) ** (E - 13)
+        s = _trunc_to_grid(acc, step) + sum((_trunc_to_grid(v, step) for v, _ in terms),
+                                            Fraction(0))
+        acc = Fraction(0) if s == 0 else _trunc_to_grid(
+            s, Fraction(2) ** (max(_fraction_exponent(s), -126) - 13))
+    return float(acc)
