@@ -34,10 +34,11 @@ def mma_f8(const float[:, ::1] fa, const int16_t[:, ::1] ea, const float[:, ::1]
     cdef const int16_t *pea = &ea[0, 0] if Kp > 0 else NULL
     cdef const int16_t *peb = &eb[0, 0] if Kp > 0 else NULL
     cdef float *pout = &out[0, 0]
-    cdef int64_t i
+    cdef int64_t nchunks = min(M, 8 * nthreads), ci
     with nogil:
-        for i in prange(M, num_threads=nthreads, schedule="static"):
-            fp_mx_f8_rows(pfa, pea, pfb, peb, psa, psb, pan, pbn, pc, pout, i, i + 1, Kp, N)
+        for ci in prange(nchunks, num_threads=nthreads, schedule="static"):
+            fp_mx_f8_rows(pfa, pea, pfb, peb, psa, psb, pan, pbn, pc, pout,
+                          ci * M // nchunks, (ci + 1) * M // nchunks, Kp, N)
 
 
 def mma_f4(const int8_t[:, ::1] a, const int8_t[:, ::1] b, const int32_t[:, ::1] ma,
@@ -61,7 +62,13 @@ def mma_f4(const int8_t[:, ::1] a, const int8_t[:, ::1] b, const int32_t[:, ::1]
     cdef const uint8_t *pna = &nan_a[0, 0] if nonempty else NULL
     cdef const uint8_t *pnb = &nan_b[0, 0] if nonempty else NULL
     cdef float *pout = &out[0, 0]
-    cdef int64_t i
+    # row chunks (one scratch buffer each); rows are independent
+    cdef int64_t nchunks = min(M, 8 * nthreads), ci
+    cdef int failed = 0
     with nogil:
-        for i in prange(M, num_threads=nthreads, schedule="static"):
-            fp_mx_f4_rows(pa, pb, pma, pxa, pmb, pxb, pna, pnb, pc, pout, i, i + 1, Kp, N)
+        for ci in prange(nchunks, num_threads=nthreads, schedule="static"):
+            if fp_mx_f4_rows(pa, pb, pma, pxa, pmb, pxb, pna, pnb, pc, pout,
+                             ci * M // nchunks, (ci + 1) * M // nchunks, Kp, N) != 0:
+                failed = 1
+    if failed:
+        raise MemoryError("blockscaled_matmul: out of memory for the group sums")
