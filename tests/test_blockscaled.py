@@ -348,6 +348,26 @@ def test_nvfp4_against_reference(arith, amax, rng):
         assert float(t.tensor_scale) == float(ts)
 
 
+def test_nvfp4_orders_differ_where_documented():
+    """Two documented differences, each side checked against its reference:
+    an exact E4M3 midpoint (scale 21) that TE's S_enc * (1/6) puts above and
+    ModelOpt's 6 * s below, and torchao's 2^-6 floor on block scales."""
+    blk = np.array([0.85546875] + [0.25] * 15, np.float32)[None]
+    te = bs.nvfp4_quantize(blk, tensor_amax=18.25)
+    mo = bs.nvfp4_quantize(blk, tensor_amax=18.25, arithmetic="decode_divide")
+    assert (int(te.scales[0, 0]), int(mo.scales[0, 0])) == (0x5B, 0x5A)          # 22 and 20
+    for t, arith in ((te, "encode_multiply"), (mo, "decode_divide")):
+        code, codes, _ = ref.nvfp4_block([float(v) for v in blk[0]], 18.25, arith)
+        assert int(t.scales[0, 0]) == code and t.codes[0].tolist() == codes
+    tiny = np.array([0.01] * 16, np.float32)[None]
+    te = bs.nvfp4_quantize(tiny, tensor_amax=1000.0)
+    ta = bs.nvfp4_quantize(tiny, tensor_amax=1000.0, arithmetic="decode_reciprocal")
+    assert int(te.scales[0, 0]) < 8 and int(ta.scales[0, 0]) == 8               # subnormal vs 2^-6
+    for t, arith in ((te, "encode_multiply"), (ta, "decode_reciprocal")):
+        code, codes, _ = ref.nvfp4_block([float(v) for v in tiny[0]], 1000.0, arith)
+        assert int(t.scales[0, 0]) == code and t.codes[0].tolist() == codes
+
+
 def test_nvfp4_specials_transformer_engine(rng):
     """NaN elements are left out of the block amax (fmaxf) and convert to +6;
     Inf elements saturate; a zero tensor keeps S_enc = 1."""
