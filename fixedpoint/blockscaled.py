@@ -78,6 +78,53 @@ E8M0_OVERFLOW = {
 }
 
 
+def _e8m0_from_f32(x: np.ndarray, rounding: str, sat: bool) -> np.ndarray:
+    """to_e8m0 on float32 bits (the exponent field is the biased code)."""
+    u = x.view(np.uint32)
+    mag = u & np.uint32(0x7FFFFFFF)
+    bexp = (mag >> np.uint32(23)).astype(np.int32)
+    mant = mag & np.uint32(0x7FFFFF)
+    if rounding == "up":
+        inc = np.where(bexp == 0, mant > 0x400000, mant != 0)
+    elif rounding == "nearest_away":
+        inc = np.where(bexp == 0, mant >= 0x600000, mant >= 0x400000)
+    else:
+        inc = False
+    k = bexp + inc                                   # subnormals: 0 (2^-127) or 1 (2^-126)
+    codes = np.minimum(k, 254 if sat else 255).astype(np.uint8)
+    if sat:
+        codes[bexp == 255] = 254                     # +-Inf (NaN below)
+        codes[mag == 0] = 0
+    else:
+        codes[(bexp == 255) | (mag == 0) | (u >> np.uint32(31)).astype(bool)] = 255
+    codes[(bexp == 255) & (mant != 0)] = 255
+    return codes
+
+
+def _e8m0_from_f64(x: np.ndarray, rounding: str, sat: bool) -> np.ndarray:
+    """to_e8m0 on float64 values, rounded once (frexp)."""
+    with np.errstate(invalid="ignore"):
+        a = x.astype(np.float64)
+    mag = np.abs(a)
+    finite_pos = np.isfinite(a) & (mag > 0)
+    m, e = np.frexp(np.where(finite_pos, mag, 1.0))     # mag = m * 2^e, m in [0.5, 1)
+    k = e.astype(np.int64) - 1                          # floor(log2 |x|)
+    if rounding == "up":
+        k = k + (m != 0.5)
+    elif rounding == "nearest_away":
+        k = k + (m >= 0.75)
+    k = np.maximum(k, -127)                             # below 2^-127: the smallest code
+    codes = np.clip(k + 127, 0, 254).astype(np.uint8)
+    codes[k > 127] = 254 if sat else 255
+    codes[np.isinf(a)] = 254 if sat else 255
+    if sat:
+        codes[mag == 0] = 0
+    else:
+        codes[(mag == 0) | (a < 0)] = 255
+    codes[np.isnan(a)] = 255
+    return codes
+
+
 def to_e8m0(x, *, rounding, overflow="saturate"):
     """Round values to E8M0 scale codes (powers of two).
 
@@ -108,27 +155,11 @@ def to_e8m0(x, *, rounding, overflow="saturate"):
     check_choice(rounding, "rounding", E8M0_ROUNDING)
     check_choice(overflow, "overflow", E8M0_OVERFLOW)
     src = float_source(x, "x")
-    with np.errstate(invalid="ignore"):          # signalling NaN payloads
-        a = src.astype(np.float64).reshape(-1)
-    mag = np.abs(a)
-    finite_pos = np.isfinite(a) & (mag > 0)
-    m, e = np.frexp(np.where(finite_pos, mag, 1.0))     # mag = m * 2^e, m in [0.5, 1)
-    k = e.astype(np.int64) - 1                          # floor(log2 |x|)
-    if rounding == "up":
-        k = k + (m != 0.5)
-    elif rounding == "nearest_away":
-        k = k + (m >= 0.75)
-    k = np.maximum(k, -127)                             # below 2^-127: the smallest code
-    over = k > 127
-    codes = np.clip(k + 127, 0, 254).astype(np.uint8)
     sat = overflow == "saturate"
-    codes[over] = 254 if sat else 255
-    codes[np.isinf(a)] = 254 if sat else 255
-    if sat:
-        codes[mag == 0] = 0
+    if src.dtype == np.float32:
+        codes = _e8m0_from_f32(src.reshape(-1), rounding, sat)
     else:
-        codes[(mag == 0) | (a < 0)] = 255
-    codes[np.isnan(a)] = 255
+        codes = _e8m0_from_f64(src.reshape(-1), rounding, sat)
     return codes.reshape(src.shape)
 
 
