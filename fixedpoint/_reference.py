@@ -457,6 +457,8 @@ def requantize_value(x, method, multiplier, shift, zero_point, lo, hi):
                                                              method == "single"), 32)
     return min(max(wrap_int(v + zero_point, 32), lo), hi)
 
+
+# ---------------------------------------------------------------------------
 # Block-scaled formats (fixedpoint.blockscaled), from the specifications:
 # OCP MX v1.0 (sections 5.4.1, 6.3), PTX cvt .ue8m0x2, the libraries' float32
 # operation orders, and the tcgen05.mma model published with MMA-Sim
