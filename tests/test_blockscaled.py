@@ -610,3 +610,18 @@ def test_mmasim_hopper_fp8_equals_tensorcore_model(fa, fb, rng):
 def test_docstring_examples():
     result = doctest.testmod(bs, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_f8f6f4_equals_tensorcore_b200_preset(rng):
+    """kind::f8f6f4 from C = 0 and TensorCoreAccumulator.b200_fp8() (blocks of 32,
+    25 fraction bits, truncation, no promotion) give the same bits: the zero-term
+    convention and the float32 subnormal grid, where the two models differ, are
+    out of reach of FP8 products summed from zero."""
+    for fa, fb in ((E4M3, E4M3), (E5M2, E4M3)):
+        x = rng.standard_normal((5, 100)) * np.exp2(rng.integers(-9, 9, (5, 100)))
+        y = rng.standard_normal((100, 4)) * np.exp2(rng.integers(-9, 9, (100, 4)))
+        a = fp.to_fp8(x.astype(np.float32), fa)
+        b = fp.to_fp8(y.astype(np.float32), fb)
+        want = fp.fp8_matmul(a, b, acc=fp.TensorCoreAccumulator.b200_fp8())
+        got = bs.blockscaled_matmul(a, b, kind="f8f6f4")
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
