@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
 import fixedpoint as fp
 from fixedpoint import _reference as ref
@@ -625,3 +626,49 @@ def test_f8f6f4_equals_tensorcore_b200_preset(rng):
         want = fp.fp8_matmul(a, b, acc=fp.TensorCoreAccumulator.b200_fp8())
         got = bs.blockscaled_matmul(a, b, kind="f8f6f4")
         np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+
+@given(st.data())
+def test_mxf8f6f4_fuzz_against_reference(data):
+    """Any codes (NaN/Inf included), any scales (2^-127 .. 2^127 and NaN), any C."""
+    fa = data.draw(st.sampled_from([E4M3, E5M2, E3M2, E2M3, E2M1]))
+    fb = data.draw(st.sampled_from([E4M3, E5M2, E3M2, E2M3, E2M1]))
+    K = data.draw(st.sampled_from([1, 31, 32, 64, 70]))
+    nb = -(-K // 32)
+    codes = lambda f, shape: np.array(data.draw(st.lists(st.integers(0, (1 << f.nbits) - 1),
+                                                         min_size=int(np.prod(shape)),
+                                                         max_size=int(np.prod(shape)))),
+                                      np.uint8).reshape(shape)
+    scale = st.one_of(st.integers(0, 255), st.sampled_from([0, 1, 127, 253, 254, 255]))
+    sa = np.array(data.draw(st.lists(scale, min_size=2 * nb, max_size=2 * nb)), np.uint8)
+    sb = np.array(data.draw(st.lists(scale, min_size=2 * nb, max_size=2 * nb)), np.uint8)
+    a = bs.MXTensor(codes(fa, (2, K)), sa.reshape(2, nb), fa)
+    b = bs.MXTensor(codes(fb, (K, 2)), sb.reshape(nb, 2), fb, axis=0)
+    c = np.array(data.draw(st.lists(st.floats(width=32, allow_nan=True, allow_infinity=True),
+                                    min_size=4, max_size=4)), np.float32).reshape(2, 2)
+    _check_f8(a, b, "mxf8f6f4", c=c)
+
+
+@given(st.data())
+def test_mxf4_fuzz_against_reference(data):
+    nv = data.draw(st.booleans())
+    block = 16 if nv else data.draw(st.sampled_from([16, 32]))
+    K = data.draw(st.sampled_from([16, 64, 80, 128]))
+    nb = -(-K // block)
+    codes = lambda shape: np.array(data.draw(st.lists(st.integers(0, 15), min_size=int(np.prod(shape)),
+                                                      max_size=int(np.prod(shape)))),
+                                   np.uint8).reshape(shape)
+    hi = 127 if nv else 255
+    scale = st.one_of(st.integers(0, hi), st.sampled_from([0, 1, 126, hi]))
+    sa = np.array(data.draw(st.lists(scale, min_size=2 * nb, max_size=2 * nb)), np.uint8)
+    sb = np.array(data.draw(st.lists(scale, min_size=2 * nb, max_size=2 * nb)), np.uint8)
+    if nv:
+        a = bs.NVFP4Tensor(codes((2, K)), sa.reshape(2, nb), 1.0)
+        b = bs.NVFP4Tensor(codes((K, 2)), sb.reshape(nb, 2), 1.0, axis=0)
+    else:
+        a = bs.MXTensor(codes((2, K)), sa.reshape(2, nb), "e2m1", block=block)
+        b = bs.MXTensor(codes((K, 2)), sb.reshape(nb, 2), "e2m1", block=block, axis=0)
+    c = np.array(data.draw(st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False),
+                                    min_size=4, max_size=4)), np.float32).reshape(2, 2)
+    _check_f4(a, b, "mxf4nvf4", c=c)
