@@ -45,6 +45,15 @@ KERNELS = {
                                                     num_threads=t).codes,
     "quantize_e4m3": lambda t: fp.quantize(x, "e4m3", num_threads=t).codes,
 }
+from fixedpoint import blockscaled as bs  # noqa: E402
+MXA = bs.mx_quantize(X2[:64, :256], "e4m3", axis=1, scale_rule="rceil")
+MXB = bs.mx_quantize(W256, "e4m3", axis=0)
+F4A, F4B = bs.mx_quantize(X2[:64, :256], "e2m1", axis=1), bs.mx_quantize(W256, "e2m1", axis=0)
+NVA, NVB = bs.nvfp4_quantize(X2[:64, :256], axis=1), bs.nvfp4_quantize(W256, axis=0)
+KERNELS["mx_quantize"] = lambda t: bs.mx_quantize(X2, "e2m1", axis=1).codes
+KERNELS["mxf8f6f4"] = lambda t: bs.blockscaled_matmul(MXA, MXB, kind="mxf8f6f4", num_threads=t)
+KERNELS["mxf4"] = lambda t: bs.blockscaled_matmul(F4A, F4B, kind="mxf4", num_threads=t)
+KERNELS["mxf4nvf4"] = lambda t: bs.blockscaled_matmul(NVA, NVB, kind="mxf4nvf4", num_threads=t)
 for name in fp.profiles.BUILTIN_NAMES:
     KERNELS[f"linear_{name}"] = (lambda n: lambda t: _with_threads(t, lambda: fp.layers.Linear(
         n, W256, x[:64]).run(X2[:32, :256])))(name)

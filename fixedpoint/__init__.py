@@ -12,6 +12,8 @@ from .fp8 import FloatCodes, as_ml_dtypes, from_fp8, to_fp8
 from .intops import add, mul, mul_wide, saturate, wrap
 from .accumulate import Accumulator, dot, matmul
 from .tensorcore import TensorCoreAccumulator, fp8_matmul
+from .blockscaled import (BlockScaledMMA, MXTensor, NVFP4Tensor, blockscaled_matmul, from_e8m0,
+                          mx_quantize, nvfp4_quantize, to_e8m0)
 from .calibrate import Calibrator, DelayedScaling
 from .quantization import QTensor, dequantize, fake_quant, quantize
 from .requant import qlinear, quantize_multiplier, requantize
@@ -28,6 +30,8 @@ __all__ = [
     "Accumulator", "matmul", "dot",
     "FloatCodes", "to_fp8", "from_fp8", "as_ml_dtypes",
     "TensorCoreAccumulator", "fp8_matmul",
+    "to_e8m0", "from_e8m0", "MXTensor", "mx_quantize", "NVFP4Tensor", "nvfp4_quantize",
+    "blockscaled_matmul", "BlockScaledMMA",
     "quantize_multiplier", "requantize", "qlinear",
     "QTensor", "quantize", "dequantize", "fake_quant", "metrics",
     "Calibrator", "DelayedScaling",

@@ -30,7 +30,8 @@ from .quantization import pack_codes
 
 __all__ = ["E8M0", "E8M0Format", "E8M0_ROUNDING", "E8M0_OVERFLOW", "to_e8m0", "from_e8m0",
            "MX_ELEMENTS", "SCALE_RULES", "ELEMENT_ROUNDING", "MXTensor", "mx_quantize",
-           "NVFP4_ARITHMETIC", "NVFP4Tensor", "nvfp4_quantize", "KINDS", "blockscaled_matmul"]
+           "NVFP4_ARITHMETIC", "NVFP4Tensor", "nvfp4_quantize", "KINDS", "blockscaled_matmul",
+           "BlockScaledMMA"]
 
 _F32_MAX = np.float32(np.finfo(np.float32).max)
 
@@ -692,6 +693,23 @@ KINDS = {
 
 _F8_FORMATS = (E4M3, E5M2, E3M2, E2M3, E2M1)
 _DECODE8: dict = {}
+
+
+@dataclass(frozen=True)
+class BlockScaledMMA:
+    """The product of a Blackwell tensor core, ``tcgen05.mma`` of one ``kind``
+    (:data:`KINDS`), as an accumulator a profile can name.
+
+    Examples
+    --------
+    >>> BlockScaledMMA("mxf4").instruction
+    'mxf4'
+    """
+
+    instruction: str = "mxf8f6f4"
+
+    def __post_init__(self):
+        check_choice(self.instruction, "instruction", KINDS)
 
 
 def _decode8(f: FloatFormat):

@@ -48,8 +48,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .accumulate import matmul
+from .blockscaled import (BlockScaledMMA, MXTensor, NVFP4Tensor, blockscaled_matmul, from_e8m0,
+                          mx_quantize, nvfp4_quantize)
 from .calibrate import Calibrator
-from .formats import FloatFormat, IntFormat
+from .fp8 import from_fp8
+from .formats import E2M1, FloatFormat, IntFormat
 from .profiles import AcceleratorProfile, get
 from .quantization import QTensor, quantize
 from .requant import quantize_multiplier, requantize
@@ -178,9 +181,43 @@ def _round_scale(s, scale_format: str) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # Quantizing operands
 
+def _block_quantize(spec, x: np.ndarray, axis: int):
+    """MX or NVFP4 quantization along the reduction axis (weights: 0, activations: -1)."""
+    if spec.scale_format == "e8m0":
+        return mx_quantize(x, spec.format, block=spec.group_size, axis=axis,
+                           scale_rule=spec.scale_rule, rounding=spec.rounding)
+    return nvfp4_quantize(x, axis=axis, arithmetic=spec.scale_rule)
+
+
+def _columns(t, lo, hi):
+    """Columns [lo, hi) of a K x N MX or NVFP4 weight tensor quantized along K (its
+    blocks run down each column, so a slice keeps every block; NVFP4 keeps the
+    whole tensor's scale)."""
+    if isinstance(t, NVFP4Tensor):
+        return NVFP4Tensor(t.codes[:, lo:hi], t.scales[:, lo:hi], t.tensor_scale, axis=0)
+    return MXTensor(t.codes[:, lo:hi], t.scales[:, lo:hi], t.elem, block=t.block, axis=0)
+
+
+def _block_clipped(t, x) -> int:
+    """Elements beyond the largest magnitude their block can hold (clamped)."""
+    f = t.elem if hasattr(t, "elem") else E2M1
+    top = f.max_value if isinstance(f, FloatFormat) else max(-f.min, f.max) / 64
+    if hasattr(t, "elem"):
+        s = from_e8m0(t.scales, dtype=np.float64)
+    else:
+        s = from_fp8(t.scales, dtype=np.float64) * float(t.tensor_scale)
+    s = np.repeat(np.moveaxis(s, t.axis, -1), t.block, axis=-1)[..., :t.shape[t.axis]]
+    with np.errstate(invalid="ignore", over="ignore"):
+        beyond = np.abs(np.moveaxis(np.asarray(x, np.float64), t.axis, -1)) > top * s
+    return int(np.count_nonzero(beyond))
+
+
 def _quantize_weights(spec, w_kn: np.ndarray):
     """A K x N weight matrix as the target stores it: QTensor of the K x N
-    codes (K padded with zero rows to whole groups for per-group scales)."""
+    codes (K padded with zero rows to whole groups for per-group scales), or an
+    MX/NVFP4 tensor quantized along K."""
+    if spec.block_scaled:
+        return _block_quantize(spec, w_kn, 0)
     K, N = w_kn.shape
     axis = {"tensor": None, "channel": 1, "group": 0}[spec.granularity]
     gs = spec.group_size
@@ -409,12 +446,26 @@ def _integer_product(p, xc, sx, zx, fx, wc, sw, zw, fw, bias, groups, out_q, nam
     return y, acc_v, ovf, codes, np.float32(so), np.int32(zo)
 
 
+def _f8f6f4(p, xc, wc, fmt, sx, sw):
+    """One 2-D product through Blackwell's ``kind::f8f6f4`` (no block scales), then the
+    per-tensor/row/column scales as cuBLASLt applies them: ``acc * float32(sx * sw)``."""
+    from .fp8 import FloatCodes
+    acc = blockscaled_matmul(FloatCodes(np.ascontiguousarray(xc), fmt[0]),
+                             FloatCodes(np.ascontiguousarray(wc), fmt[1]), kind="f8f6f4")
+    scale = (np.asarray(sx, np.float32).reshape(-1, 1) * np.asarray(sw, np.float32).reshape(1, -1))
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (acc * scale.astype(np.float32)).astype(np.float32)
+
+
 def _float_product(p, xc, sx, wc, sw, bias, fmt):
     """Float-format operands (codes of the pair of formats ``fmt``) through the
     tensor-core model."""
     sx = np.asarray(sx, np.float32)
     sw = np.asarray(sw, np.float32)
-    if xc.ndim == 2 and wc.ndim == 2:
+    blackwell = isinstance(p.accumulator, BlockScaledMMA)
+    if xc.ndim == 2 and wc.ndim == 2 and blackwell:
+        acc = _f8f6f4(p, xc, wc, fmt, sx, sw)
+    elif xc.ndim == 2 and wc.ndim == 2:
         acc = fp8_matmul(xc, wc, fmt, scale_a=sx.reshape(-1) if sx.size > 1 else sx.reshape(()),
                          scale_b=sw.reshape(-1) if sw.size > 1 else sw.reshape(()),
                          acc=p.accumulator)
@@ -429,9 +480,33 @@ def _float_product(p, xc, sx, wc, sw, bias, fmt):
         for idx in np.ndindex(*batch):
             a = sx if sxb is None else sxb[idx].reshape(-1)
             b = sw if swb is None else swb[idx].reshape(-1)
-            acc[idx] = fp8_matmul(xb[idx], wb[idx], fmt, scale_a=a, scale_b=b, acc=p.accumulator)
+            acc[idx] = (_f8f6f4(p, xb[idx], wb[idx], fmt, a, b) if blackwell else
+                        fp8_matmul(xb[idx], wb[idx], fmt, scale_a=a, scale_b=b, acc=p.accumulator))
     y = acc + bias if bias is not None else acc
     return y.astype(np.float32), acc
+
+
+def _block_product(p, X, W, wq, bias, b_axis=0):
+    """Block-scaled operands through ``tcgen05.mma``: ``X`` (..., R, K) quantized per
+    block along K here, the right operand already quantized (``wq``) or quantized
+    per block along K from ``W`` (activations)."""
+    a = p.activations
+    kind = p.accumulator.instruction
+    if X.ndim == 2 and (wq is not None or W.ndim == 2):
+        xq = _block_quantize(a, X, 1)
+        rq = wq if wq is not None else _block_quantize(a, W, 0)
+        acc = blockscaled_matmul(xq, rq, kind=kind)
+        return (acc + bias if bias is not None else acc), acc, xq, rq
+    batch = np.broadcast_shapes(X.shape[:-2], W.shape[:-2])
+    Xb = np.broadcast_to(X, batch + X.shape[-2:])
+    Wb = np.broadcast_to(W, batch + W.shape[-2:])
+    y = np.empty(batch + (X.shape[-2], W.shape[-1]), np.float32)
+    xq = rq = None
+    for idx in np.ndindex(*batch):
+        xq = _block_quantize(a, np.ascontiguousarray(Xb[idx]), 1)
+        rq = _block_quantize(a, np.ascontiguousarray(Wb[idx]), 0)
+        y[idx] = blockscaled_matmul(xq, rq, kind=kind)
+    return y, y, xq, rq
 
 
 # ---------------------------------------------------------------------------
@@ -666,6 +741,11 @@ class Linear(_Layer):
             self.trace = LayerTrace(self.name, self.op, x_absmax=_absmax(X), dims=dims)
             return self._finish(self.reference(X))
         a = p.activations
+        if a.block_scaled:
+            y, acc, xq, wq = _block_product(p, X, None, self.wq, self.bias)
+            self.trace = LayerTrace(self.name, self.op, xq, wq, acc, None,
+                                    clipped_inputs=_block_clipped(xq, X), x_absmax=_absmax(X), dims=dims)
+            return self._finish(y)
         xc, sx, zx, xq = _quantize_act(a, X, self._static_in(0), None)
         wq = self._weights_for(sx)
         clipped = _count_clipped(X, sx, zx, xq.fmt)
@@ -742,6 +822,10 @@ class MatMul(_Layer):
             self.trace = LayerTrace(self.name, self.op, x_absmax=_absmax(A), dims=dims)
             return self._finish(np.matmul(A, B).astype(np.float32))
         act = p.activations
+        if act.block_scaled:
+            y, _, aq, bq = _block_product(p, A, B, None, None)
+            self.trace = LayerTrace(self.name, self.op, aq, bq, y, None, x_absmax=_absmax(A), dims=dims)
+            return self._finish(y)
         ac, sa, za, aq = _quantize_act(act, A, self._static_in(0), -1)
         bc, sb, zb, bq = _quantize_act(act, B, self._static_in(1), -2)
         clipped = _count_clipped(A, sa, za, aq.fmt) + _count_clipped(B, sb, zb, bq.fmt)
@@ -884,6 +968,21 @@ class Conv2d(_Layer):
         a = p.activations
         N, G = X.shape[0], self.groups
         Og = self.O // G
+        if a.block_scaled:                    # per block of every im2col row, per conv group
+            colsf, OH, OW = self._cols(X)
+            out = np.empty((N * OH * OW, self.O), np.float32)
+            clipped = 0
+            for g in range(G):
+                rows = np.ascontiguousarray(colsf[..., g, :].reshape(N * OH * OW, -1))
+                b = self.bias[g * Og:(g + 1) * Og] if self.bias is not None else None
+                out[:, g * Og:(g + 1) * Og], _, xq, _ = _block_product(
+                    p, rows, None, _columns(self.wq, g * Og, (g + 1) * Og), b)
+                clipped += _block_clipped(xq, rows)
+            y = out.reshape(N, OH, OW, self.O).transpose(0, 3, 1, 2)
+            self.trace = LayerTrace(self.name, self.op, xq, self.wq, out, None, clipped_inputs=clipped,
+                                    x_absmax=_absmax(X), dims=(1, N * OH * OW, self.Cg * self.kh * self.kw,
+                                                               self.O))
+            return self._finish(np.ascontiguousarray(y))
         if a.granularity == "token":          # one scale per output pixel: quantize im2col rows
             colsf, OH, OW = self._cols(X)
             rows = colsf.reshape(-1, colsf.shape[-1])

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from .accumulate import Accumulator
+from .blockscaled import KINDS, MX_ELEMENTS, NVFP4_ARITHMETIC, SCALE_RULES, BlockScaledMMA
 from .calibrate import CALIBRATION
 from .formats import FloatFormat, IntFormat, as_format
 from .fp8 import OVERFLOW_MODES, ROUNDING_MODES
@@ -62,6 +63,8 @@ WEIGHT_GRANULARITY = {
 ACTIVATION_GRANULARITY = {
     "tensor": "one scale for the whole tensor (static from calibration, or per call)",
     "token": "one scale per row (token): computed per call, as LLM.int8() and ZeroQuant do",
+    "group": "one scale per block of `group_size` inputs of each row, computed per call (the "
+             "block-scaled formats: MX, NVFP4)",
 }
 #: What a layer hands to the next operator: one line each.
 OUTPUTS = {
@@ -75,7 +78,12 @@ SCALE_FORMATS = {
     "float32": "IEEE single",
     "float16": "IEEE half: the calibrated float32 scale rounded to nearest even",
     "bfloat16": "bfloat16: the calibrated float32 scale rounded to nearest even",
+    "e8m0": "OCP MX: a power of two (E8M0) per block of `group_size` elements, chosen by "
+            "`scale_rule` (fixedpoint.blockscaled.SCALE_RULES)",
+    "e4m3": "NVFP4: an E4M3 scale per block of 16 E2M1 elements and a float32 tensor scale, in "
+            "the float32 operation order `scale_rule` (fixedpoint.blockscaled.NVFP4_ARITHMETIC)",
 }
+BLOCK_SCALE_FORMATS = ("e8m0", "e4m3")
 #: Arithmetic of the vector units between layers: one line each.
 VECTOR_TYPES = {
     "float32": "float32, as the reference",
@@ -131,7 +139,14 @@ class QuantSpec:
         Float formats: saturating conversion (Hopper) or Inf/NaN; integer
         formats always saturate.
     scale_format : str
-        ``SCALE_FORMATS``: what the scales are stored in.
+        ``SCALE_FORMATS``: what the scales are stored in.  ``"e8m0"`` and
+        ``"e4m3"`` are the block-scaled formats (MX, NVFP4): per group along
+        the reduction axis, for weights and activations alike.
+    scale_rule : str or None
+        How a block's scale is chosen: one of
+        :data:`fixedpoint.blockscaled.SCALE_RULES` for ``"e8m0"`` (default
+        ``"floor"``, OCP), of :data:`fixedpoint.blockscaled.NVFP4_ARITHMETIC` for
+        ``"e4m3"`` (default ``"encode_multiply"``, Transformer Engine); None otherwise.
     static : bool
         Activations: scales fixed by calibration (True) or computed from each
         call's data (False; required for per-token scales).  Weights are
@@ -147,6 +162,7 @@ class QuantSpec:
     rounding: str = "nearest_even"
     overflow: str = "saturate"
     scale_format: str = "float32"
+    scale_rule: str | None = None
     static: bool = True
 
     def __post_init__(self):
@@ -166,6 +182,11 @@ class QuantSpec:
         _choice(self.rounding, "rounding", ROUNDING)
         _choice(self.scale_format, "scale_format", SCALE_FORMATS)
         f = self.format
+        if self.scale_format in BLOCK_SCALE_FORMATS:
+            self._check_block_scaled(f)
+        elif self.scale_rule is not None:
+            raise ValueError(f"scale_rule: only for the block-scaled scale formats "
+                             f"{list(BLOCK_SCALE_FORMATS)}, not {self.scale_format!r}")
         if isinstance(f, FloatFormat):
             _choice(self.overflow, "overflow", OVERFLOW_MODES)
             if self.overflow == "nonfinite" and f.nan is None and not f.inf:
@@ -185,6 +206,30 @@ class QuantSpec:
             if self.narrow_range and not (f.signed and self.symmetric):
                 raise ValueError("narrow_range: needs a signed format and symmetric scales")
 
+    def _check_block_scaled(self, f):
+        if self.granularity != "group":
+            raise ValueError(f"granularity: {self.scale_format} scales are per block: use 'group'")
+        if self.scale_format == "e8m0":
+            if f not in MX_ELEMENTS:
+                raise ValueError(f"format: MX elements are {[e.name for e in MX_ELEMENTS]}, not {f.name}")
+            rule = "floor" if self.scale_rule is None else self.scale_rule
+            _choice(rule, "scale_rule", SCALE_RULES)
+        else:
+            if f != as_format("e2m1") or self.group_size != 16:
+                raise ValueError("format: NVFP4 (e4m3 block scales) is E2M1 elements in groups of 16")
+            rule = "encode_multiply" if self.scale_rule is None else self.scale_rule
+            _choice(rule, "scale_rule", NVFP4_ARITHMETIC)
+        object.__setattr__(self, "scale_rule", rule)
+        if not self.symmetric or self.narrow_range:
+            raise ValueError("symmetric: block-scaled formats are symmetric, without narrow range")
+        if self.overflow != "saturate":
+            raise ValueError("overflow: block-scaled elements saturate")
+
+    @property
+    def block_scaled(self) -> bool:
+        """MX or NVFP4 scales (per block, chosen per call for activations)."""
+        return self.scale_format in BLOCK_SCALE_FORMATS
+
     @property
     def element_format(self):
         """The format of the codes (narrow range applied)."""
@@ -200,7 +245,7 @@ class QuantSpec:
 
     @property
     def scale_bytes(self) -> int:
-        return {"float32": 4, "float16": 2, "bfloat16": 2}[self.scale_format]
+        return {"float32": 4, "float16": 2, "bfloat16": 2, "e8m0": 1, "e4m3": 1}[self.scale_format]
 
 
 @dataclass(frozen=True)
@@ -386,9 +431,18 @@ class AcceleratorProfile:
             return
         _choice(w.granularity, "weights.granularity", WEIGHT_GRANULARITY)
         _choice(a.granularity, "activations.granularity", ACTIVATION_GRANULARITY)
-        if a.granularity == "token" and a.static:
-            raise ValueError("activations.static: per-token scales are computed per call; set "
-                             "static = false")
+        if a.granularity in ("token", "group") and a.static:
+            raise ValueError(f"activations.static: per-{a.granularity} scales are computed per "
+                             f"call; set static = false")
+        if a.granularity == "group" and not a.block_scaled:
+            raise ValueError("activations.granularity: per-group activation scales are for the "
+                             "block-scaled formats (scale_format 'e8m0' or 'e4m3')")
+        if w.block_scaled != a.block_scaled:
+            raise ValueError("activations.scale_format: weights and activations are both block-scaled "
+                             "or neither")
+        if isinstance(acc, BlockScaledMMA) or w.block_scaled:
+            self._check_block_mma(w, a, acc)
+            return
         is_int = isinstance(w.format, IntFormat)
         if is_int != isinstance(a.format, IntFormat):
             raise ValueError("activations.format: weights and activations must be both integer or "
@@ -411,6 +465,29 @@ class AcceleratorProfile:
             if w.granularity == "group":
                 raise ValueError("output.type: 'int8' output needs one weight scale per channel "
                                  "(per-group scales are applied in float)")
+
+    def _check_block_mma(self, w, a, acc):
+        if not isinstance(acc, BlockScaledMMA):
+            raise ValueError("accumulator: block-scaled operands need a block-scaled product "
+                             "(kind = 'block_scaled')")
+        kind = acc.instruction
+        fmts = {w.format.name, a.format.name}
+        if kind == "f8f6f4":
+            if w.block_scaled or not all(isinstance(s.format, FloatFormat) for s in (w, a)):
+                raise ValueError("accumulator.instruction: 'f8f6f4' multiplies float codes with "
+                                 "per-tensor or per-channel scales")
+        elif not (w.block_scaled and a.block_scaled and w.group_size == a.group_size
+                  and w.scale_format == a.scale_format):
+            raise ValueError(f"accumulator.instruction: {kind!r} needs weights and activations with "
+                             f"the same block scales")
+        elif kind in ("mxf8f6f4", "mxf4") and (w.scale_format != "e8m0" or w.group_size != 32):
+            raise ValueError(f"accumulator.instruction: {kind!r} takes E8M0 scales on blocks of 32")
+        elif kind in ("mxf4", "mxf4nvf4") and fmts != {"e2m1"}:
+            raise ValueError(f"accumulator.instruction: {kind!r} takes E2M1 elements")
+        elif kind == "mxf8f6f4" and not all(isinstance(s.format, FloatFormat) for s in (w, a)):
+            raise ValueError("accumulator.instruction: 'mxf8f6f4' takes float elements")
+        if self.output.type == "int8":
+            raise ValueError("output.type: block-scaled products give float results")
 
     # -- what it is ------------------------------------------------------------
     @property
@@ -515,7 +592,8 @@ class AcceleratorProfile:
 # ---------------------------------------------------------------------------
 # Walking the dataclasses: to and from the file layout
 
-_ACCUMULATORS = {"integer": Accumulator, "tensor_core": TensorCoreAccumulator}
+_ACCUMULATORS = {"integer": Accumulator, "tensor_core": TensorCoreAccumulator,
+                 "block_scaled": BlockScaledMMA}
 
 
 def _format_to_file(f):
@@ -558,8 +636,9 @@ def _to_dict(obj) -> dict:
             continue
         if isinstance(v, (IntFormat, FloatFormat)):
             v = _format_to_file(v)
-        elif isinstance(v, (Accumulator, TensorCoreAccumulator)):
-            kind = "integer" if isinstance(v, Accumulator) else "tensor_core"
+        elif isinstance(v, (Accumulator, TensorCoreAccumulator, BlockScaledMMA)):
+            kind = {Accumulator: "integer", TensorCoreAccumulator: "tensor_core",
+                    BlockScaledMMA: "block_scaled"}[type(v)]
             v = {"kind": kind, **{k: x for k, x in _to_dict(v).items()}}
         elif dataclasses.is_dataclass(v):
             v = _to_dict(v)
@@ -634,7 +713,7 @@ def _accumulator_from(a, source, key):
             raise ValueError(f"kind 'none' takes no other field, got {sorted(a)}")
         return None
     if kind not in _ACCUMULATORS:
-        raise ValueError(f"kind: expected 'integer', 'tensor_core' or 'none', got {kind!r}")
+        raise ValueError(f"kind: expected 'integer', 'tensor_core', 'block_scaled' or 'none', got {kind!r}")
     cls = _ACCUMULATORS[kind]
     names = [f.name for f in dataclasses.fields(cls)]
     for k in a:
@@ -892,6 +971,42 @@ _BUILTIN = [
            "ruy's requantization: the doubling high multiply, then a rounding right shift with ties "
            "toward +inf; the optimized depthwise kernel does channels 8 at a time that way and the "
            "last channels % 8 with MultiplyByQuantizedMultiplier"))],
+    *[AcceleratorProfile(
+        name=name, description=desc, weights=spec, activations=dataclasses.replace(spec, static=static,
+                                                                                   granularity=agran),
+        accumulator=BlockScaledMMA(kind), output=OutputSpec("bfloat16"),
+        cost=CostModel(mul_pj=mul, add_pj=0.9, epilogue_pj=3.7, peak_ops_per_s=peak,
+                       memory_bandwidth_bytes_per_s=8e12,
+                       source=f"energy: {_HORO}: FP8 multiply assumed equal to the 8-bit integer multiply "
+                              f"(0.2), FP4 at a quarter of it (assumed), float32 add 0.9; {_DRAM}; "
+                              f"roofline: NVIDIA HGX B200 (1000 W) dense {peak / 1e15:g} PFLOPS at this "
+                              f"precision, 8 TB/s HBM3e (NVIDIA Blackwell technical brief)"),
+        notes=Notes(public=public, assumptions=(
+            "the tcgen05.mma arithmetic is Microsoft's MMA-Sim model (arXiv 2511.10909), checked against "
+            "its published description, not against Blackwell hardware (docs/blockscaled.md)",
+            "bias added in float32 before the bfloat16 rounding (cuBLASLt epilogue)") + extra))
+      for name, desc, spec, static, agran, kind, mul, peak, public, extra in (
+          ("b200-fp8", "NVIDIA B200-style FP8: E4M3 weights and activations with per-tensor scales, "
+                       "Blackwell's f8f6f4 product (25 fraction bits per K step of 32, no promotion), "
+                       "bfloat16 output.",
+           QuantSpec("e4m3"), True, "tensor", "f8f6f4", 0.2, 4.5e15,
+           ("E4M3 per OCP OFP8",), ("per-tensor scales from min/max (amax / 448)",)),
+          ("b200-mxfp8", "NVIDIA B200-style MXFP8: E4M3 elements with an E8M0 scale per block of 32 "
+                         "along K (Transformer Engine's rceil rule), the mxf8f6f4 product, bfloat16 "
+                         "output.",
+           QuantSpec("e4m3", "group", 32, scale_format="e8m0", scale_rule="rceil"), False, "group",
+           "mxf8f6f4", 0.2, 4.5e15, ("OCP MX v1.0 MXFP8; Transformer Engine's MXFP8 recipe",), ()),
+          ("b200-mxfp4", "NVIDIA B200-style MXFP4: E2M1 elements with an E8M0 scale per block of 32 "
+                         "along K (the OCP floor rule of published MXFP4 checkpoints), the mxf4 product, "
+                         "bfloat16 output.",
+           QuantSpec("e2m1", "group", 32, scale_format="e8m0", scale_rule="floor"), False, "group",
+           "mxf4", 0.05, 9e15, ("OCP MX v1.0 MXFP4",), ()),
+          ("b200-nvfp4", "NVIDIA B200-style NVFP4: E2M1 elements, an E4M3 scale per block of 16 and a "
+                         "float32 tensor scale (Transformer Engine's operation order), the mxf4nvf4 "
+                         "product, bfloat16 output.",
+           QuantSpec("e2m1", "group", 16, scale_format="e4m3"), False, "group", "mxf4nvf4", 0.05,
+           9e15, ("NVFP4 as Transformer Engine quantizes it",),
+           ("the tensor scales multiply the float32 result (cuBLASLt's alpha)",)))],
     AcceleratorProfile(
         name="fp32",
         description="The float reference: float32 weights and activations, NumPy's float32 matmul.",

@@ -7,7 +7,8 @@ import pytest
 MODULES = ["fixedpoint.formats", "fixedpoint.intops", "fixedpoint.accumulate", "fixedpoint.fp8",
            "fixedpoint.tensorcore", "fixedpoint.rtl", "fixedpoint._checks", "fixedpoint.requant",
            "fixedpoint.quantization", "fixedpoint.metrics", "fixedpoint.calibrate", "fixedpoint.profiles",
-           "fixedpoint.layers", "fixedpoint.study", "fixedpoint.models.mlp"]
+           "fixedpoint.layers", "fixedpoint.study", "fixedpoint.models.mlp", "fixedpoint.blockscaled",
+           "fixedpoint.graph", "fixedpoint.onnx_ops"]
 
 
 @pytest.mark.parametrize("name", MODULES)

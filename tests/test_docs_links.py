@@ -18,7 +18,7 @@ THIS = pathlib.Path(__file__).resolve()
 
 TEXT_SUFFIXES = {".py", ".pyx", ".pxd", ".pyi", ".h", ".c", ".v", ".md", ".toml", ".json", ".txt",
                  ".cfg", ".ini", ".yml", ".yaml", ".sh"}
-GENERATED = {"_fp8.c", "_int.c", "_quant.c", "_tensorcore.c"}     # Cython output, not ours
+GENERATED = {"_fp8.c", "_int.c", "_quant.c", "_tensorcore.c", "_mx.c"}     # Cython output, not ours
 
 # "docs/semantics.md section 4", "docs/semantics.md sections 1-2", "... sections 3 and 5"
 CITATION = re.compile(r"docs/semantics\.md,?\s+sections?\s+(\d+(?:\s*(?:-|–|,|and|to)\s*\d+)*)")

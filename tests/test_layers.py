@@ -472,3 +472,52 @@ def test_fp32_conv_against_onnxruntime():
                 [helper.make_tensor("w", TensorProto.FLOAT, list(w.shape), w.ravel().tolist()),
                  helper.make_tensor("b", TensorProto.FLOAT, [6], b.tolist())], {"x": x})
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+
+
+# -- Blackwell block-scaled profiles ----------------------------------------------
+
+def test_b200_fp8_equals_the_tensor_core_preset():
+    """b200-fp8 runs Blackwell's f8f6f4 product; the same bits come out of fp8_matmul
+    with the TensorCoreAccumulator.b200_fp8() preset (25 fraction bits, no promotion)."""
+    x, w, b = _layer(3, k=200)
+    y, tr = _run("b200-fp8", x, w, b)
+    xq, wq = fp.quantize(x, "e4m3"), fp.quantize(w, "e4m3")
+    acc = fp.fp8_matmul(xq.codes, wq.codes, scale_a=xq.scale, scale_b=wq.scale,
+                        acc=fp.TensorCoreAccumulator.b200_fp8())
+    _same(y, _bf16(acc + b))
+
+
+@pytest.mark.parametrize("name,elem,kw", [
+    ("b200-mxfp8", "e4m3", dict(scale_rule="rceil")),
+    ("b200-mxfp4", "e2m1", dict(scale_rule="floor")),
+    ("b200-nvfp4", None, {})])
+def test_b200_block_scaled_linear_composes(name, elem, kw):
+    from fixedpoint import blockscaled as bs
+    x, w, b = _layer(4, k=160)                     # K = 160: a ragged last block for the MX kinds
+    y, tr = _run(name, x, w, b)
+    if elem is None:
+        xq, wq = bs.nvfp4_quantize(x, axis=1), bs.nvfp4_quantize(w, axis=0)
+        kind = "mxf4nvf4"
+    else:
+        xq, wq = bs.mx_quantize(x, elem, axis=1, **kw), bs.mx_quantize(w, elem, axis=0, **kw)
+        kind = "mxf8f6f4" if elem == "e4m3" else "mxf4"
+    acc = bs.blockscaled_matmul(xq, wq, kind=kind)
+    _same(y, _bf16(acc + b))
+    np.testing.assert_array_equal(tr.x.codes, xq.codes)
+    assert tr.clipped_inputs >= 0 and tr.dims == (1, 7, 160, 24)
+
+
+def test_b200_profiles_refuse_inconsistent_block_scales():
+    import dataclasses
+    p = profiles.get("b200-mxfp4")
+    with pytest.raises(ValueError, match="'mxf4' takes E2M1 elements"):
+        dataclasses.replace(p, weights=fp.QuantSpec("e4m3", "group", 32, scale_format="e8m0"),
+                            activations=fp.QuantSpec("e4m3", "group", 32, scale_format="e8m0", static=False))
+    with pytest.raises(ValueError, match="both block-scaled or neither"):
+        dataclasses.replace(p, activations=fp.QuantSpec("e2m1"))
+    with pytest.raises(ValueError, match="NVFP4 .* is E2M1 elements in groups of 16"):
+        fp.QuantSpec("e2m1", "group", 32, scale_format="e4m3")
+    with pytest.raises(ValueError, match="scale_rule"):
+        fp.QuantSpec("e4m3", "group", 32, scale_format="e8m0", scale_rule="magic")
+    with pytest.raises(ValueError, match="per-group scales are computed per call"):
+        dataclasses.replace(p, activations=dataclasses.replace(p.activations, static=True))
