@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _int
+from . import dask_arrays
 from ._checks import (as_format_array, as_integer_array, check_choice, check_int_range,
                       check_positive_int, matmul_operands, resolve_threads)
 from .formats import as_int_format
@@ -166,6 +167,8 @@ def matmul(a, b, fmt="int8", acc=None, *, c=None, return_overflow=False, num_thr
     >>> fp.matmul(a, b, acc=fp.Accumulator(16, "wrap"))
     array([[-1020]], dtype=int32)
     """
+    if dask_arrays.is_dask(a, b, c):
+        return dask_arrays.matmul(matmul, a, b, fmt, acc, c=c, return_overflow=return_overflow, num_threads=num_threads)
     f = as_int_format(fmt)
     if acc is None:
         acc = Accumulator()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _fp8
+from . import dask_arrays
 from ._checks import check_choice, check_out, float_source, ml_dtypes_name, resolve_threads, seed_value
 from .formats import E2M1, E2M3, E3M2, E4M3, E4M3FNUZ, E5M2, E5M2FNUZ, FloatFormat, as_format
 
@@ -234,6 +235,8 @@ def to_fp8(x, fmt, *, overflow="saturate", rounding="nearest_even", seed=None, o
     >>> fp.to_fp8(np.array([1e9, np.nan], np.float32), "e5m2")
     FloatCodes([123, 127], dtype=uint8, fmt='e5m2')
     """
+    if dask_arrays.is_dask(x):
+        return dask_arrays.to_fp8(to_fp8, x, fmt, overflow=overflow, rounding=rounding, seed=seed, out=out, double_rounding=double_rounding, num_threads=num_threads)
     f = as_format(fmt, "fmt", "float")
     saturate = check_overflow(overflow, f)
     check_choice(rounding, "rounding", ROUNDING_MODES)
@@ -303,6 +306,8 @@ def from_fp8(codes, fmt=None, *, dtype=np.float32, out=None, num_threads=None):
     >>> fp.from_fp8(fp.to_fp8(np.array([1.0, 448.0]), "e4m3"))
     array([  1., 448.], dtype=float32)
     """
+    if dask_arrays.is_dask(codes):
+        return dask_arrays.from_fp8(from_fp8, codes, fmt, dtype=dtype, out=out, num_threads=num_threads)
     arr, f = codes_and_format(codes, fmt)
     nthreads = resolve_threads(num_threads)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _int
+from . import dask_arrays
 from ._checks import as_format_array, as_integer_array, check_choice, resolve_threads
 from .formats import as_format
 
@@ -139,6 +140,8 @@ def mul(a, b, fmt, *, overflow="saturate", num_threads=None):
     >>> fp.mul([42, -128], [38, -128], "int8", overflow="wrap")
     array([60,  0], dtype=int8)
     """
+    if dask_arrays.is_dask(a, b):
+        return dask_arrays.elementwise(mul, a, b, fmt=fmt, overflow=overflow, num_threads=num_threads)
     return _binary("mul", a, b, fmt, overflow, num_threads)
 
 
@@ -167,4 +170,6 @@ def add(a, b, fmt, *, overflow="saturate", num_threads=None):
     >>> fp.add([100], [100], "int8", overflow="wrap")
     array([-56], dtype=int8)
     """
+    if dask_arrays.is_dask(a, b):
+        return dask_arrays.elementwise(add, a, b, fmt=fmt, overflow=overflow, num_threads=num_threads)
     return _binary("add", a, b, fmt, overflow, num_threads)

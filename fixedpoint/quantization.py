@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _fp8, _quant
+from . import dask_arrays
 from ._checks import (as_format_array, check_choice, check_positive_int, float_source, ml_dtypes_name,
                       resolve_threads, seed_value)
 from .calibrate import (CALIBRATION, Calibrator, DelayedScaling, block_view, check_axis,
@@ -501,6 +502,8 @@ def quantize(x, fmt, *, scale=None, zero_point=None, symmetric=True, axis=None, 
     >>> fp.quantize(np.array([0.1, 0.3, 0.5]), "uint8", symmetric=False, float_zero_point=True).codes.tolist()
     [0, 128, 255]
     """
+    if dask_arrays.is_dask(x):
+        return dask_arrays.quantize(quantize, x, fmt, scale=scale, zero_point=zero_point, symmetric=symmetric, axis=axis, group_size=group_size, narrow_range=narrow_range, rounding=rounding, calibration=calibration, percentile=percentile, float_zero_point=float_zero_point, margin=margin, overflow=overflow, nan=nan, seed=seed, num_threads=num_threads)
     f = as_format(fmt)
     is_float = isinstance(f, FloatFormat)
     check_choice(rounding, "rounding", ROUNDING)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _quant
+from . import dask_arrays
 from ._checks import as_integer_array, check_choice, check_int_range, resolve_threads
 from .accumulate import Accumulator, matmul
 from .formats import IntFormat, as_format
@@ -140,6 +141,8 @@ def requantize(acc, multiplier, shift=0, *, zero_point=0, out_fmt, method="doubl
     >>> fp.requantize([1000, -1000], 0.0035, out_fmt="int8", method="float").tolist()
     [4, -4]
     """
+    if dask_arrays.is_dask(acc, multiplier, shift, zero_point):
+        return dask_arrays.requantize(requantize, acc, multiplier, shift, zero_point=zero_point, out_fmt=out_fmt, method=method, num_threads=num_threads)
     f = as_format(out_fmt, "out_fmt", "int")
     check_choice(method, "method", REQUANT_METHODS)
     a = as_integer_array(acc, "acc")

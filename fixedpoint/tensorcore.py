@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _tensorcore
+from . import dask_arrays
 from ._checks import check_choice, check_positive_int, matmul_operands, resolve_threads
 from .formats import FloatFormat, as_float_format
 from .fp8 import codes_and_format
@@ -339,6 +340,8 @@ def fp8_matmul(a, b, fmt=None, *, scale_a=1.0, scale_b=1.0, out_dtype="float32",
     >>> fp.fp8_matmul(a, b)
     array([[4.]], dtype=float32)
     """
+    if dask_arrays.is_dask(a, b):
+        return dask_arrays.fp8_matmul(fp8_matmul, a, b, fmt, scale_a=scale_a, scale_b=scale_b, out_dtype=out_dtype, acc=acc, num_threads=num_threads)
     fmt_a, fmt_b = _pair(fmt)
     a_codes, fa = codes_and_format(a, fmt_a, "a")
     b_codes, fb = codes_and_format(b, fmt_b, "b")
