@@ -149,6 +149,12 @@ def _as_dask(x, like=None):
     return da.from_array(arr, chunks=arr.shape if arr.ndim else ())
 
 
+def _block_threads(num_threads):
+    """Threads of each block's kernel: dask runs blocks in parallel already, so one
+    unless the caller says otherwise (results never depend on it)."""
+    return 1 if num_threads is None else num_threads
+
+
 def _location(block_info):
     info = block_info[None]
     return [tuple(s) for s in info["array-location"]], tuple(info["shape"])
@@ -219,6 +225,7 @@ def to_fp8(kernel, x, fmt, *, overflow="saturate", rounding="nearest_even", seed
     in-memory call with the same seed (a fresh seed is drawn once, here, when
     ``seed`` is None).
     """
+    num_threads = _block_threads(num_threads)
     da = _da()
     _no_out(out)
     kw = dict(overflow=overflow, rounding=rounding, double_rounding=double_rounding,
@@ -254,11 +261,12 @@ def _codes_format(kernel_name, codes, fmt):
 def from_fp8(kernel, codes, fmt=None, *, dtype=np.float32, out=None, num_threads=None):
     """:func:`fixedpoint.from_fp8` of dask codes; the format comes from the
     codes' prototype (:func:`format_of`) or ``fmt``."""
+    num_threads = _block_threads(num_threads)
     da = _da()
     _no_out(out)
     f = _codes_format("codes", codes, fmt)
     proto = kernel(np.zeros((1,) * codes.ndim, np.uint8) if codes.dtype == np.uint8 else _tiny(codes),
-                   None if codes.dtype != np.uint8 else f, dtype=dtype)
+                   None if codes.dtype != np.uint8 else f, dtype=dtype, num_threads=1)
     fm = f if codes.dtype == np.uint8 else None
     return da.map_blocks(lambda b: kernel(np.asarray(b), fm, dtype=dtype, num_threads=num_threads),
                          codes, dtype=proto.dtype, meta=np.empty((0,) * codes.ndim, proto.dtype))
@@ -268,20 +276,28 @@ def elementwise(kernel, *arrays, **kwargs):
     """``kernel(*blocks, **kwargs)`` block by block over broadcast operands
     (``mul``, ``add``, ``requantize``): per-channel parameter arrays are
     sliced with their blocks.  The result dtype is the kernel's on one element."""
+    if "num_threads" in kwargs:
+        kwargs["num_threads"] = _block_threads(kwargs["num_threads"])
     da = _da()
     nd = max(np.ndim(a) for a in arrays)
     proto = kernel(*[np.zeros((1,) * np.ndim(a), np.asarray(a).dtype if not is_dask(a) else a.dtype)
                      if np.ndim(a) else a for a in arrays], **kwargs)
     dt = np.asarray(proto).dtype
-    args = [a if (is_dask(a) or np.ndim(a) == 0) else _as_dask(a) for a in arrays]
-    return da.map_blocks(lambda *bs: np.asarray(kernel(*bs, **kwargs)), *args, dtype=dt,
-                         meta=np.empty((0,) * nd, dt))
+    pairs = []
+    for a in arrays:
+        if not is_dask(a) and np.ndim(a) > 0:
+            a = _as_dask(a)
+        pairs += [a, tuple(range(nd - a.ndim, nd))] if is_dask(a) else [a, None]
+    # blockwise aligns the operands' chunks (and broadcasts length-1 dimensions)
+    return da.blockwise(lambda *bs: np.asarray(kernel(*bs, **kwargs)), tuple(range(nd)), *pairs,
+                        dtype=dt, meta=np.empty((0,) * nd, dt))
 
 
 def requantize(kernel, acc, multiplier, shift=0, *, zero_point=0, out_fmt, method="double",
                num_threads=None):
     """:func:`fixedpoint.requantize` of dask accumulator values (per-column
     multipliers, shifts and zero points are sliced with the blocks)."""
+    num_threads = _block_threads(num_threads)
     def block(a, m, s, z):
         return kernel(a, m, s, zero_point=z, out_fmt=out_fmt, method=method, num_threads=num_threads)
 
@@ -290,7 +306,8 @@ def requantize(kernel, acc, multiplier, shift=0, *, zero_point=0, out_fmt, metho
     params = [v if is_dask(v) else np.asarray(v) for v in (multiplier, shift, zero_point)]
     # the (small) parameters checked in memory once, before the graph is built
     m0, s0, z0 = [np.zeros((1,) * v.ndim, v.dtype) if is_dask(v) else v for v in params]
-    kernel(np.zeros((1,) * acc.ndim, acc.dtype), m0, s0, zero_point=z0, out_fmt=out_fmt, method=method)
+    kernel(np.zeros((1,) * acc.ndim, acc.dtype), m0, s0, zero_point=z0, out_fmt=out_fmt, method=method,
+           num_threads=1)
     return elementwise(block, acc, *params)
 
 
@@ -482,6 +499,7 @@ def quantize(kernel, x, fmt, *, scale=None, zero_point=None, symmetric=True, axi
     memory; a :class:`~fixedpoint.Calibrator` that has seen the data gives
     its scales; other methods need the whole tensor in memory (ValueError).
     """
+    num_threads = _block_threads(num_threads)
     da = _da()
     if x.dtype.kind != "f" and not (getattr(x.dtype.type, "__module__", "") or "").startswith("ml_dtypes"):
         raise TypeError(f"x: expected float16, float32, float64 or bfloat16 values, got an array "
@@ -514,7 +532,7 @@ def quantize(kernel, x, fmt, *, scale=None, zero_point=None, symmetric=True, axi
                 raise ValueError(f"calibration: {calibration!r} needs the whole tensor in memory; on "
                                  f"a dask array use 'minmax', or a Calibrator fed block by block")
             # the format (narrow range applied) as quantize sees it, from a one-element call
-            probe = kernel(np.zeros(1, np.float32), fmt, **common, margin=margin, seed=0)
+            probe = kernel(np.zeros(1, np.float32), fmt, **common, margin=margin, seed=0, num_threads=1)
             if X.size == 0:
                 raise ValueError("x: an empty tensor has no range to calibrate; give scale")
             lo, hi = _minmax(da, X, ax, gs, nan, probe.fmt)
@@ -522,7 +540,7 @@ def quantize(kernel, x, fmt, *, scale=None, zero_point=None, symmetric=True, axi
             q = kernel(r.astype(X.dtype), fmt, axis=pax, group_size=pgs, margin=margin,
                        calibration="minmax", **common, seed=0, num_threads=num_threads)
         elif hasattr(calibration, "scale_zero_point"):
-            probe = kernel(np.zeros(1, np.float32), fmt, **common, margin=margin, seed=0)
+            probe = kernel(np.zeros(1, np.float32), fmt, **common, margin=margin, seed=0, num_threads=1)
             sc, zp = calibration.scale_zero_point(probe.fmt, float_zero_point=float_zero_point,
                                                   margin=margin)
             q = None
@@ -549,7 +567,7 @@ def quantize(kernel, x, fmt, *, scale=None, zero_point=None, symmetric=True, axi
     probe_x = np.zeros(one if ax is not None else (1,) * max(X.ndim, 1), X.dtype if X.dtype.kind == "f"
                        else np.float32)
     qt_probe = kernel(probe_x, fmt, scale=sc[sel], zero_point=np.asarray(zp[sel]), axis=ax,
-                      group_size=gs, **common, seed=0)
+                      group_size=gs, **common, seed=0, num_threads=1)
     f = qt_probe.fmt
     zp_checked = np.asarray(zp).astype(qt_probe.zero_point.dtype)
     if zp.size and not float_zero_point and not isinstance(f, FloatFormat) and \
@@ -660,11 +678,12 @@ def matmul(kernel, a, b, fmt="int8", acc=None, *, c=None, return_overflow=False,
     in-memory product: M and N split as the operands are chunked; K chunks
     are folded in order through ``c=`` at multiples of ``acc.block`` (any
     boundary for ``"wrap"`` without overflow counts)."""
+    num_threads = _block_threads(num_threads)
     da = _da()
     a, b = _as_dask(a), _as_dask(b)
     _check_2d(a, b)
     probe = kernel(np.zeros((1, 1), a.dtype), np.zeros((1, 1), b.dtype), fmt, acc,
-                   return_overflow=bool(return_overflow))           # validates fmt, acc, dtypes
+                   return_overflow=bool(return_overflow), num_threads=1)   # validates fmt, acc, dtypes
     out_dtype = (probe[0] if return_overflow else probe).dtype
     block = getattr(acc, "block", 1)
     unit = 1 if (getattr(acc, "overflow", "wrap") == "wrap" and not return_overflow) else block
@@ -740,6 +759,7 @@ def fp8_matmul(kernel, a, b, fmt=None, *, scale_a=1.0, scale_b=1.0, out_dtype="f
     in-memory product: M and N split freely; K chunks (at multiples of
     ``acc.promote_every``) fold each promotion slice into the float32
     accumulator in K order; accumulators that never promote take the whole K."""
+    num_threads = _block_threads(num_threads)
     da = _da()
     fa_in, fb_in = fmt if isinstance(fmt, (tuple, list)) and len(fmt) == 2 else (fmt, fmt)
     fa = _codes_format("a", a, fa_in) if a.dtype == np.uint8 else format_of(a)
@@ -749,7 +769,7 @@ def fp8_matmul(kernel, a, b, fmt=None, *, scale_a=1.0, scale_b=1.0, out_dtype="f
     pa = np.zeros((1, 1), a.dtype)
     pb = np.zeros((1, 1), b.dtype)
     fm = (fa if a.dtype == np.uint8 else None, fb if b.dtype == np.uint8 else None)
-    probe = kernel(pa, pb, fm, out_dtype=out_dtype, acc=acc)   # validates formats, acc, out_dtype
+    probe = kernel(pa, pb, fm, out_dtype=out_dtype, acc=acc, num_threads=1)   # validates the rest
     M, K, N = a.shape[0], a.shape[1], b.shape[1]
     sa = _float_scale(scale_a, "scale_a", M)
     sb = _float_scale(scale_b, "scale_b", N)
