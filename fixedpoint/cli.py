@@ -1,7 +1,9 @@
-"""Command line: ``fixedpoint study``, ``profiles``, ``info`` and ``demo``.
+"""Command line: ``fixedpoint study``, ``sweep``, ``profiles``, ``info`` and ``demo``.
 
 ``study`` runs the design study (see :mod:`fixedpoint.study`) and writes its
-report; ``profiles`` lists the accelerator profiles or shows one as TOML/JSON;
+report; ``sweep`` runs a grid of models, profiles and what-if variants from a
+file (see :mod:`fixedpoint.sweep`), here or on Dask (``--scheduler``);
+``profiles`` lists the accelerator profiles or shows one as TOML/JSON;
 
 ``info`` says how the extension was built and which formats exist; ``demo``
 computes the library's worked examples live (the design notes' INT8
@@ -111,7 +113,7 @@ def _study(args, out) -> int:
         profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit: expected a positive number, got {args.limit}")
-    res = run_study(profiles, _workload(args), progress=not args.quiet)
+    res = run_study(profiles, _workload(args), progress=not args.quiet, scheduler=args.scheduler)
     print(format_table(res), file=out)
     paths = write_report(res, args.out, figures=not args.no_figures)
     print(f"\n{len(res['profiles'])} profiles on {res['data']['samples']} samples in "
@@ -119,6 +121,22 @@ def _study(args, out) -> int:
     for c in res["claims"]:
         print(f"  design notes, {c['class']} ({c['profile']}): claimed drop {c['claimed']}, "
               f"measured {c['measured_pp']:+.2f} pp: {c['verdict']}", file=out)
+    return 0
+
+
+def _sweep(args, out) -> int:
+    from .sweep import format_rows, load_config, sweep
+    cfg = load_config(args.config)
+    res = sweep(cfg, scheduler=args.scheduler, out=args.out, table=args.table, progress=not args.quiet,
+                retry_failed=args.retry_failed, figures=False if args.no_figures else None)
+    print(format_rows(res.rows, cfg.columns), file=out)
+    print(f"\n{len(res.rows)} cells ({res.ran} run now, {res.skipped} already in the table) in "
+          f"{res.seconds:.1f} s; table: {res.table}" + "".join(f"; figure: {f}" for f in res.figures),
+          file=out)
+    if res.failed:
+        print(f"fixedpoint sweep: {res.failed} of {len(res.rows)} cells failed (their error is in "
+              f"{res.table})", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -155,6 +173,19 @@ def main(argv=None) -> int:
     st.add_argument("--limit", type=int, help="evaluate on the first N samples only")
     st.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     st.add_argument("--quiet", action="store_true", help="no progress bar")
+    st.add_argument("--scheduler", help="where the profiles run: none (here, default), local:N (N Dask "
+                    "worker processes) or a Dask scheduler address (tcp://host:8786)")
+    sw = sub.add_parser("sweep", help="run a design sweep (models x profiles x variants x seeds)")
+    sw.add_argument("config", help="the sweep file (TOML; see examples/sweeps/)")
+    sw.add_argument("--scheduler", help="where the cells run: none (here, default), local:N (N Dask "
+                    "worker processes) or a Dask scheduler address (tcp://host:8786)")
+    sw.add_argument("--out", help="output folder (default: the file's out, else sweep-NAME); a sweep "
+                    "run again into the same folder resumes")
+    sw.add_argument("--table", choices=("auto", "parquet", "jsonl", "csv"),
+                    help="table format (default: the file's, else parquet with pyarrow, jsonl without)")
+    sw.add_argument("--retry-failed", action="store_true", help="run the cells that failed again")
+    sw.add_argument("--no-figures", action="store_true", help="skip sweep.png")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
     pr = sub.add_parser("profiles", help="list the profiles, or show one")
     pr.add_argument("name", nargs="?", help="a profile name or a .toml/.json file")
     pr.add_argument("--format", choices=("text", "toml", "json"), default="text")
@@ -164,6 +195,8 @@ def main(argv=None) -> int:
     try:
         if args.cmd == "study":
             return _study(args, sys.stdout)
+        if args.cmd == "sweep":
+            return _sweep(args, sys.stdout)
         if args.cmd == "profiles":
             return _profiles(args, sys.stdout)
         {"info": _info, "demo": _demo}[args.cmd](sys.stdout)

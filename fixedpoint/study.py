@@ -493,7 +493,7 @@ def run_study(profiles=None, workload: Workload | None = None, *, progress: bool
         Draw a progress bar (per profile and batch) on ``stream`` (default stderr).
     scheduler : optional
         Where the profiles run: None (here, one after the other), ``"local:N"``
-        or a Dask scheduler address (see :mod:`fixedpoint.sweep`).
+        or a Dask scheduler address (see :mod:`fixedpoint.scaleout`).
 
     Returns
     -------
@@ -537,8 +537,8 @@ def run_study(profiles=None, workload: Workload | None = None, *, progress: bool
             results[p.name] = _evaluate_named(w, p, ref, bar)
             bar.step(p.name, "done")
     else:
-        from .sweep import map_profiles
-        for p, r in map_profiles(w, plist[1:], ref, scheduler, bar):
+        from .scaleout import map_profiles
+        for p, r in map_profiles(w, plist[1:], ref, scheduler, bar, evaluate=_evaluate_task):
             results[p.name] = r
     return {
         "fixedpoint": __version__,
@@ -548,6 +548,11 @@ def run_study(profiles=None, workload: Workload | None = None, *, progress: bool
         "profiles": results,
         "claims": _claims(results) if w.kind == "classification" else [],
     }
+
+
+def _evaluate_task(w, p, ref):
+    """One profile on a Dask worker (no progress bar there)."""
+    return _evaluate_named(w, p, ref, None)
 
 
 def _evaluate_named(w, p, ref, bar):
