@@ -79,24 +79,24 @@ def connect(scheduler, *, stream=None):
         raise ImportError(f"scheduler: running on Dask needs dask and distributed: {DASK_HINT}") from None
     cluster = None
     if kind == "local":
-        try:
-            import bokeh  # noqa: F401 - the dashboard needs it
-            dash = ":0"
-        except ImportError:
-            dash = None
+        # a free port for the scheduler's HTTP server (8787 may be taken by another cluster)
         cluster = distributed.LocalCluster(n_workers=value, threads_per_worker=1, processes=True,
-                                           dashboard_address=dash, silence_logs=40)
+                                           dashboard_address=":0", silence_logs=40)
         client = distributed.Client(cluster)
     else:
-        dash = True
         try:
             client = distributed.Client(value, timeout="20s")
         except (OSError, TimeoutError) as e:
             raise ValueError(f"scheduler: cannot reach {value!r}: {e}") from None
     try:
-        link = getattr(client, "dashboard_link", None) if dash else None
+        link = getattr(client, "dashboard_link", None)
         if link and stream is not None:
-            print(f"dask dashboard: {link}", file=stream)
+            try:
+                import bokeh  # noqa: F401 - the dashboard's pages need it
+                note = ""
+            except ImportError:
+                note = " (its pages need bokeh: pip install bokeh)" if cluster is not None else ""
+            print(f"dask dashboard: {link}{note}", file=stream)
             stream.flush()
         yield client
     finally:
@@ -133,8 +133,8 @@ def map_profiles(workload, profiles, reference, scheduler, progress=None, *, eva
                 yield p, r
             return
         from distributed import as_completed
-        wf = client.scatter(workload, broadcast=True)
-        rf = client.scatter(reference, broadcast=True)
+        # (lists: Client.scatter reads a dict as {key: data})
+        wf, rf = client.scatter([workload, reference], broadcast=True, hash=False)
         futs = {client.submit(evaluate, wf, p, rf, pure=False): i for i, p in enumerate(plist)}
         if progress is not None:
             progress.show("", f"{len(client.scheduler_info()['workers'])} workers")

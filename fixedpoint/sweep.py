@@ -798,7 +798,8 @@ def _run_serial(todo, recipes, variants, bar):
 def _run_dask(client, todo, recipes, variants, bar):
     from distributed import as_completed
     tag = hashlib.sha256(json.dumps([c.key for c in todo]).encode()).hexdigest()[:10]
-    rfuts = {m: client.scatter(r, broadcast=True, hash=False) for m, r in recipes.items()}
+    # (a list: Client.scatter reads a dict as {key: data})
+    rfuts = {m: client.scatter([r], broadcast=True, hash=False)[0] for m, r in recipes.items()}
     refs = {}
     for c in todo:
         rk = (c.model, c.seed)
