@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import contextlib
 
-__all__ = ["connect", "map_profiles", "running_tasks", "DASK_HINT"]
+from ._checks import get_num_threads, set_num_threads
+
+__all__ = ["connect", "map_profiles", "running_tasks", "one_thread", "DASK_HINT"]
 
 #: How to install what a scheduler needs.
 DASK_HINT = 'pip install "fixedpoint[dask]"'
@@ -105,6 +107,20 @@ def connect(scheduler, *, stream=None):
             cluster.close()
 
 
+def one_thread(fn, *args):
+    """``fn(*args)`` with the kernels on one thread: what a task runs on a worker.
+
+    A cluster's parallelism is its tasks (one per worker thread); kernel thread
+    teams on top of that only oversubscribe the cores (and the bits never
+    depend on the thread count)."""
+    before = get_num_threads()
+    set_num_threads(1)
+    try:
+        return fn(*args)
+    finally:
+        set_num_threads(before)
+
+
 def running_tasks(client, keys) -> int:
     """How many of ``keys`` the workers are processing now (for progress lines)."""
     try:
@@ -135,7 +151,7 @@ def map_profiles(workload, profiles, reference, scheduler, progress=None, *, eva
         from distributed import as_completed
         # (lists: Client.scatter reads a dict as {key: data})
         wf, rf = client.scatter([workload, reference], broadcast=True, hash=False)
-        futs = {client.submit(evaluate, wf, p, rf, pure=False): i for i, p in enumerate(plist)}
+        futs = {client.submit(one_thread, evaluate, wf, p, rf, pure=False): i for i, p in enumerate(plist)}
         if progress is not None:
             progress.show("", f"{len(client.scheduler_info()['workers'])} workers")
         done, nxt = {}, 0

@@ -75,7 +75,7 @@ import numpy as np
 
 from .accumulate import Accumulator
 from .profiles import AcceleratorProfile, CostModel, Notes, OutputSpec, QuantSpec, get
-from .scaleout import DASK_HINT, connect, running_tasks
+from .scaleout import DASK_HINT, connect, one_thread, running_tasks
 from .study import Progress, Workload, evaluate_profile
 from .tensorcore import TensorCoreAccumulator
 
@@ -472,7 +472,7 @@ def _cell_task(recipe: dict, cell: Cell, profile, reference: dict) -> dict:
     t0 = time.perf_counter()
     try:
         w = _workload(recipe, cell.seed)
-        res = reference["result"] if profile.is_float and not cell.variant and profile.name == "fp32" \
+        res = reference["result"] if profile == get("fp32") \
             else evaluate_profile(w, profile, reference=reference["result"])
     except Exception as e:      # noqa: BLE001
         return _failed(row, _one_line(e))
@@ -614,7 +614,7 @@ class _Table:
             with tmp.open("w", encoding="utf-8", newline="") as fh:
                 if self.fmt == "jsonl":
                     fh.writelines(json.dumps(r) + "\n" for r in rows)
-                elif rows or True:
+                else:
                     w = csv.writer(fh)
                     w.writerow(self.columns)
                     w.writerows([_csv_text(r[c]) for c in self.columns] for r in rows)
@@ -804,11 +804,11 @@ def _run_dask(client, todo, recipes, variants, bar):
     for c in todo:
         rk = (c.model, c.seed)
         if rk not in refs:
-            refs[rk] = client.submit(_reference_task, rfuts[c.model], c.seed, pure=False,
+            refs[rk] = client.submit(one_thread, _reference_task, rfuts[c.model], c.seed, pure=False,
                                      key=f"fixedpoint-ref-{tag}-{c.model}-{c.seed}")
     futs = {}
     for i, c in enumerate(todo):
-        f = client.submit(_cell_task, rfuts[c.model], c, variants[(c.profile, c.variant)],
+        f = client.submit(one_thread, _cell_task, rfuts[c.model], c, variants[(c.profile, c.variant)],
                           refs[(c.model, c.seed)], pure=False, key=f"fixedpoint-cell-{tag}-{i}")
         futs[f] = c
     keys = {f.key for f in futs}
@@ -854,7 +854,9 @@ def _figure(cfg: SweepConfig, rows, path: Path) -> Path:
                 if len(cfg.seeds) > 1:
                     ax.fill_between(xv, [p[3] for p in pts], [p[4] for p in pts], alpha=0.15,
                                     color=line.get_color())
-            if not numeric:
+            if numeric:
+                ax.set_xticks(xs, [str(v) for v in xs])
+            else:
                 ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=20)
             ax.set_xlabel(x_key)
         else:

@@ -224,10 +224,9 @@ def test_a_model_that_fails_is_failed_rows_and_the_rest_runs(tmp_path, capsys):
     """)
     assert main(["sweep", str(p), "--quiet", "--no-figures", "--out", str(tmp_path / "o")]) == 1
     io = capsys.readouterr()
-    assert io.err.strip().splitlines() == [
-        f"fixedpoint sweep: 1 of 2 cells failed (their error is in {tmp_path / 'o' / 'results'}"
-        f".{sw._table_format('auto')})"]
-    rows = sw.read_table(next((tmp_path / "o").glob("results.*")))
+    table = next((tmp_path / "o").glob("results.*"))
+    assert io.err.strip().splitlines() == [f"fixedpoint sweep: 1 of 2 cells failed (their error is in {table})"]
+    rows = sw.read_table(table)
     assert [r["status"] for r in rows] == ["failed", "ok"]
     assert rows[0]["error"].startswith("ValueError: model: ")
 
@@ -307,7 +306,7 @@ def test_a_worker_killed_mid_sweep_loses_and_repeats_no_row(serial_grid, tmp_pat
                     rows = len(sw.read_table(out / "results.jsonl")) if (out / "results.jsonl").exists() else 0
                 except Exception:      # noqa: BLE001 - the table may be mid-write
                     busy, rows = [], 0
-                if busy and rows >= 2:
+                if busy and rows >= 1:
                     os.kill(pids[busy[0]], signal.SIGKILL)
                     killed.append((busy[0], rows))
                     return
