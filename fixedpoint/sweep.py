@@ -74,7 +74,7 @@ from pathlib import Path
 import numpy as np
 
 from .accumulate import Accumulator
-from .profiles import AcceleratorProfile, CostModel, Notes, OutputSpec, QuantSpec, get
+from .profiles import BUILTIN_NAMES, AcceleratorProfile, CostModel, Notes, OutputSpec, QuantSpec, get
 from .scaleout import DASK_HINT, connect, one_thread, running_tasks
 from .study import Progress, Workload, evaluate_profile
 from .tensorcore import TensorCoreAccumulator
@@ -204,8 +204,10 @@ def _check_path_schema(path: str, source: str):
     tables = {"weights": QuantSpec, "activations": QuantSpec, "output": OutputSpec, "cost": CostModel,
               "notes": Notes}
     if top == "accumulator":
-        names = ["kind"] + sorted({f.name for c in (Accumulator, TensorCoreAccumulator)
-                                   for f in dataclasses.fields(c)})
+        # every accumulator kind a profile can hold (the built-in profiles show them all)
+        kinds = {Accumulator, TensorCoreAccumulator} | {type(get(n).accumulator) for n in BUILTIN_NAMES
+                                                        if get(n).accumulator is not None}
+        names = ["kind"] + sorted({f.name for c in kinds for f in dataclasses.fields(c)})
     elif top in tables:
         names = [f.name for f in dataclasses.fields(tables[top])]
     else:
