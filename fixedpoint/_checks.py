@@ -34,9 +34,14 @@ def set_num_threads(n: int | None) -> None:
 
 
 def get_num_threads() -> int:
-    """The default number of threads of the compiled kernels."""
+    """The default number of threads of the compiled kernels: :func:`set_num_threads`'s
+    value, else ``OMP_NUM_THREADS`` when it is a positive integer (Dask workers set it
+    to 1), else the number of CPUs this process may use."""
     if _num_threads is not None:
         return _num_threads
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux

@@ -59,12 +59,13 @@ def encode(const float_in[::1] x, uint8_t[::1] out, dict params, str rounding, u
     cdef int64_t n = x.shape[0]
     cdef int64_t nchunks = n_chunks(n)
     cdef int64_t c
+    cdef int nt = max(1, min(nthreads, nchunks))    # no team of threads for one chunk
     if n == 0:
         return
     cdef const void *px = &x[0]
     cdef uint8_t *po = &out[0]
     with nogil:
-        for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
+        for c in prange(nchunks, num_threads=nt, schedule="dynamic"):
             fp_encode_chunk(px, is64, po, c * CHUNK, chunk_len(c, n), &f, mode, seed)
 
 
@@ -99,9 +100,10 @@ def decode(const uint8_t[::1] codes, word[::1] out, const word[::1] lut, int nth
     cdef int64_t c
     cdef int stream = n >= (1 << 22)
     cdef int itemsize = sizeof(word)
+    cdef int nt = max(1, min(nthreads, nchunks))
     if n == 0:
         return
     with nogil:
-        for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
+        for c in prange(nchunks, num_threads=nt, schedule="dynamic"):
             fp_decode_chunk(&codes[0], &out[0], itemsize, &lut[0], c * CHUNK, chunk_len(c, n),
                             stream)

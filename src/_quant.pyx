@@ -32,7 +32,7 @@ def quantize_runs(const float[:, ::1] x, uint8_t[:, ::1] out, const float[::1] s
     if R == 0 or L == 0:
         return 0
     with nogil:
-        for t in prange(R * nchunks, num_threads=nthreads, schedule="static"):
+        for t in prange(R * nchunks, num_threads=max(1, min(nthreads, R * nchunks)), schedule="static"):
             r = t // nchunks
             c = t % nchunks
             start = c * CHUNK
@@ -55,7 +55,7 @@ def minmax(const float[::1] x, int nthreads):
     if n == 0:
         return np.inf, -np.inf, 0
     with nogil:
-        for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
+        for c in prange(nchunks, num_threads=max(1, min(nthreads, nchunks)), schedule="dynamic"):
             start = c * CHUNK
             m = chunk_len(c, n)
             vbad[c] = fp_minmax_f32(&x[start], m, &vmin[c], &vmax[c])
@@ -92,7 +92,7 @@ def requantize(const int32_t[::1] acc, int32_t[::1] out, int64_t C, const int32_
             or q.shape[0] not in (1, C) or q.shape[0] == 0:
         raise ValueError("requantize: inconsistent kernel arguments")
     with nogil:
-        for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
+        for c in prange(nchunks, num_threads=max(1, min(nthreads, nchunks)), schedule="dynamic"):
             fp_requantize(&acc[0], &out[0], c * CHUNK, chunk_len(c, n), C, &q[0], &shift[0],
                           &real[0], percol, zp, lo, hi, m)
 
@@ -109,7 +109,7 @@ def row_minmax(const float[:, ::1] x, int nthreads):
     if R == 0 or L == 0:
         return mins, maxs, 0
     with nogil:
-        for r in prange(R, num_threads=nthreads, schedule="static"):
+        for r in prange(R, num_threads=max(1, min(nthreads, R)), schedule="static"):
             vbad[r] = fp_minmax_f32(&x[r, 0], L, &vmin[r], &vmax[r])
     return mins, maxs, int(bads.sum())
 
