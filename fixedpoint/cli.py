@@ -113,7 +113,14 @@ def _study(args, out) -> int:
         profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit: expected a positive number, got {args.limit}")
-    res = run_study(profiles, _workload(args), progress=not args.quiet, scheduler=args.scheduler)
+    if not args.qat and (args.epochs is not None or args.lsq):
+        raise ValueError(f"{'--epochs' if args.epochs is not None else '--lsq'}: only with --qat")
+    workload = _workload(args)
+    schedule = _qat_schedule(args, workload) if args.qat else None
+    res = run_study(profiles, workload, progress=not args.quiet, scheduler=args.scheduler)
+    if schedule is not None:
+        from .qat import run_qat
+        run_qat(res, workload, profiles, schedule=schedule, progress=not args.quiet)
     print(format_table(res), file=out)
     paths = write_report(res, args.out, figures=not args.no_figures)
     print(f"\n{len(res['profiles'])} profiles on {res['data']['samples']} samples in "
@@ -138,6 +145,22 @@ def _sweep(args, out) -> int:
               f"{res.table})", file=sys.stderr)
         return 1
     return 0
+
+
+def _qat_schedule(args, workload):
+    """The QAT schedule, checked before the study runs (it needs torch and a training split)."""
+    try:
+        from .qat import Schedule
+    except ImportError:
+        raise ImportError('--qat: quantization-aware training needs PyTorch: pip install '
+                          '"fixedpoint[torch]"') from None
+    if workload.training is None:
+        raise ValueError(f"--qat: {workload.name} has no labelled training split (the default MLP and "
+                         f"the conv net have one)")
+    kw = {} if args.epochs is None else {"epochs": args.epochs}
+    if args.epochs is not None and args.epochs < 0:
+        raise ValueError(f"--epochs: expected a non-negative number, got {args.epochs}")
+    return Schedule(seed=args.seed, learn_scales=args.lsq, **kw)
 
 
 def _profiles(args, out) -> int:
@@ -172,6 +195,10 @@ def main(argv=None) -> int:
     st.add_argument("--seed", type=int, default=0, help="chooses the calibration samples")
     st.add_argument("--limit", type=int, help="evaluate on the first N samples only")
     st.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    st.add_argument("--qat", action="store_true", help="also fine-tune the model under each profile "
+                    "(quantization-aware training; needs the torch extra) and show PTQ and QAT columns")
+    st.add_argument("--epochs", type=int, help="QAT epochs over the training split (default 8)")
+    st.add_argument("--lsq", action="store_true", help="QAT with learned scales (LSQ)")
     st.add_argument("--quiet", action="store_true", help="no progress bar")
     st.add_argument("--scheduler", help="where the profiles run: none (here, default), local:N (N Dask "
                     "worker processes) or a Dask scheduler address (tcp://host:8786)")

@@ -40,7 +40,7 @@ import numpy as np
 
 from ._version import __version__
 from .layers import Linear
-from .models.mlp import DATA_DIR, MLP, load_default
+from .models.mlp import DATA_DIR, MLP, load_default, load_digits
 from .profiles import BUILTIN_NAMES, AcceleratorProfile, get
 
 __all__ = ["Workload", "mlp_workload", "graph_workload", "convnet_workload", "minilm_workload",
@@ -127,6 +127,12 @@ class Workload:
     embeddings).  ``runner(profile)`` returns an object with ``calibrate()``
     and ``batches()``, the latter yielding ``(outputs, {node: (LayerTrace,
     signal, noise, kind, op, depth)})`` per evaluation batch.
+
+    ``training`` (optional, for quantization-aware training, :mod:`fixedpoint.qat`):
+    ``model`` (an :class:`~fixedpoint.models.mlp.MLP` or an ONNX model),
+    ``x`` and ``y`` (the labelled training split), ``calibration`` (the input
+    batches the runner calibrates on) and ``eval`` (the evaluation input
+    batches, as the runner batches them).
     """
 
     name: str
@@ -137,6 +143,7 @@ class Workload:
     runner: object
     labels: np.ndarray | None = None
     layers: list = field(default_factory=list)      # (k, n) of the weight layers, for the report
+    training: dict | None = None
 
 
 class _MLPRunner:
@@ -217,9 +224,13 @@ class _GraphRunner:
 
 def mlp_workload(model: MLP | None = None, data: dict | None = None, *, seed: int = 0,
                  n_calib: int = 256, limit: int | None = None) -> Workload:
-    """The digits MLP (default) or a user's MLP and ``.npz`` data."""
+    """The digits MLP (default) or a user's MLP and ``.npz`` data (with
+    ``x_train`` and ``y_train``, a training split for QAT; the default has
+    the 1347 training images)."""
     if model is None and data is None:
         model, data = load_default()
+        xd, yd, tr, _ = load_digits()
+        data = dict(data, x_train=xd[tr], y_train=yd[tr])
     elif model is None or data is None:
         raise ValueError("model and data: give both, or neither for the default")
     x, y = data["x"], data["y"]
@@ -229,8 +240,17 @@ def mlp_workload(model: MLP | None = None, data: dict | None = None, *, seed: in
     x, y = _limit(x, limit), _limit(y, limit)
     xc = data["x_calib"]
     xc = xc[np.sort(np.random.default_rng(seed).choice(len(xc), size=min(n_calib, len(xc)), replace=False))]
+    training = None
+    if "x_train" in data and "y_train" in data:
+        xt, yt = np.asarray(data["x_train"], np.float32), np.asarray(data["y_train"])
+        if xt.ndim != 2 or xt.shape[1] != k_in or yt.shape != (len(xt),) or yt.dtype.kind not in "iu":
+            raise ValueError(f"data: x_train {xt.shape} and y_train {yt.shape} {yt.dtype} must be "
+                             f"(n, {k_in}) floats and n integer labels")
+        training = {"model": model, "x": xt, "y": yt.astype(np.int64), "calibration": [xc],
+                    "eval": [x[i:i + 4096] for i in range(0, len(x), 4096)]}
     return Workload(model.name, data.get("name", "user data"), "classification", len(y), len(xc),
-                    lambda p: _MLPRunner(model, x, xc, p, 4096), labels=y, layers=list(model.shapes))
+                    lambda p: _MLPRunner(model, x, xc, p, 4096), labels=y, layers=list(model.shapes),
+                    training=training)
 
 
 def _limit(a, limit):
@@ -250,7 +270,9 @@ def graph_workload(model, data, *, seed: int = 0, limit: int | None = None, batc
     """Any ONNX graph (path or ModelProto) with a ``.npz`` (path or dict) holding one
     array per graph input (batch axis first), optionally ``labels`` (integers:
     accuracy on the first output's argmax) and ``calib_<input>`` arrays for
-    calibration (default: a seeded choice of the evaluation samples)."""
+    calibration (default: a seeded choice of the evaluation samples).  A
+    one-input graph with ``labels``, ``train_<input>`` and ``train_labels``
+    has a training split for QAT."""
     from .graph import Session, load_model
     m = load_model(model)
     if isinstance(data, (str, Path)):
@@ -293,19 +315,30 @@ def graph_workload(model, data, *, seed: int = 0, limit: int | None = None, batc
     ev, cb = _batched(feeds, n, batch), _batched(calib, nc, batch)
     kind = "classification" if labels is not None else "agreement"
     cache = _ReferenceCache()
+    training = None
+    if labels is not None and len(names) == 1 and f"train_{names[0]}" in d and "train_labels" in d:
+        k = names[0]
+        xt, yt = np.asarray(d[f"train_{k}"]), np.asarray(d["train_labels"])
+        s.check_feeds({k: xt[:1]})
+        if yt.shape != (len(xt),) or yt.dtype.kind not in "iu":
+            raise ValueError(f"data: train_labels must be one integer per train_{k} sample, got "
+                             f"{yt.shape} {yt.dtype}")
+        training = {"model": m, "x": xt, "y": yt.astype(np.int64), "calibration": [c[k] for c in cb],
+                    "eval": [e[k] for e in ev]}
     return Workload(name or (Path(model).stem if isinstance(model, (str, Path)) else m.graph.name or "graph"),
-                    dname, kind, n, nc, lambda p: _GraphRunner(m, p, ev, cb, out, cache), labels=labels)
+                    dname, kind, n, nc, lambda p: _GraphRunner(m, p, ev, cb, out, cache), labels=labels,
+                    training=training)
 
 
 def convnet_workload(*, seed: int = 0, limit: int | None = None, n_calib: int = 256) -> Workload:
     """The shipped digits conv net (ONNX, ``fixedpoint/data/digits_convnet.onnx``) on
     the 450 held-out digits (the MLP's split)."""
-    from .models.mlp import load_digits
     x, y, tr, te = load_digits()
     img = x.reshape(-1, 1, 8, 8)
     rng = np.random.default_rng(seed)
     ci = np.sort(rng.choice(tr, size=min(n_calib, len(tr)), replace=False))
-    data = {"image": img[te], "labels": y[te], "calib_image": img[ci]}
+    data = {"image": img[te], "labels": y[te], "calib_image": img[ci], "train_image": img[tr],
+            "train_labels": y[tr]}
     w = graph_workload(DATA_DIR / "digits_convnet.onnx", data, seed=seed, limit=limit, batch=256,
                        name="digits-convnet")
     w.data_name = f"digits ({w.n_samples} held-out images of 1797, UCI optdigits)"
@@ -589,13 +622,25 @@ def _sqnr_cell(r):
     return f"{min(fin):.1f}/{float(np.median(fin)):.1f}"
 
 
-def _columns(kind, nlayers):
+def _qat_cell(key, fmt):
+    def cell(r):
+        q = r.get("qat")
+        return "-" if q is None else fmt.format(q[key] * (100 if key == "accuracy" else 1))
+    return cell
+
+
+def _columns(kind, nlayers, qat=False):
     sq = "SQNR dB per layer" if nlayers <= 4 else "SQNR dB min/median"
     tail = [("overflows", lambda r: f"{sum(r['overflows'])}"), ("clipped", lambda r: f"{sum(r['clipped_inputs'])}")]
     cost = [("weights B", lambda r: f"{r['weight_bytes']}"),
             ("energy nJ", lambda r: f"{r['energy_nj_per_inference']:.1f}"),
             ("time ns", lambda r: f"{r['time_ns_per_inference']:.2f}")]
-    if kind == "classification":
+    if kind == "classification" and qat:         # quantization-aware training (fixedpoint.qat)
+        head = [("PTQ acc %", lambda r: f"{r['accuracy'] * 100:.2f}"),
+                ("PTQ drop", lambda r: f"{r['drop_pp']:+.2f}"),
+                ("QAT acc %", _qat_cell("accuracy", "{:.2f}")),
+                ("QAT drop", _qat_cell("drop_pp", "{:+.2f}"))]
+    elif kind == "classification":
         head = [("accuracy %", lambda r: f"{r['accuracy'] * 100:.2f}"),
                 ("drop pp", lambda r: f"{r['drop_pp']:+.2f}")]
     elif kind == "embedding":
@@ -611,10 +656,11 @@ def _columns(kind, nlayers):
 
 
 def format_table(results: dict, markdown: bool = False) -> str:
-    """The results as an aligned text table (or a Markdown table)."""
+    """The results as an aligned text table (or a Markdown table); with QAT
+    figures (:func:`fixedpoint.qat.run_qat`), PTQ and QAT accuracy and drop."""
     kind = results["model"].get("kind", "classification")
     nl = max(len(r["sqnr_db"]) for r in results["profiles"].values())
-    cols = _columns(kind, nl)
+    cols = _columns(kind, nl, "qat" in results)
     rows = [["profile"] + [c for c, _ in cols]]
     rows += [[n] + [f(r) for _, f in cols] for n, r in results["profiles"].items()]
     if markdown:
@@ -692,6 +738,8 @@ def _markdown(results, figs):
             lines.append(f"| {c['class']} | {c['profile']} | {c['claimed']} | {c['measured_pp']:+.2f} | "
                          f"{c['verdict']} |")
         lines += ["", f"One sample is {100 / d['samples']:.2f} pp of accuracy here.", ""]
+    if "qat" in results:
+        lines += _qat_markdown(results, "qat.png" in figs)
     nodes = next(iter(results["profiles"].values()))["nodes"]
     if len(nodes) > 4:
         lines += ["## Per node", "", "SQNR (dB) of every overridden node per profile, in graph order.", "",
@@ -771,6 +819,8 @@ def _figures(results, out):
         ax.legend(fontsize=7)
         fig.tight_layout()
         paths.append(_save(fig, out / "nodes.png", plt))
+    if "qat" in results:
+        paths.append(_qat_figure(prof, names, out, plt))
     shown = [n for n in names if "_weights" in prof[n]]
     if shown:
         paths.append(_weights_figure(prof, shown, out, plt))
@@ -809,6 +859,52 @@ def _weights_figure(prof, shown, out, plt):
     fig.suptitle("Weights and each profile's quantization grid")
     fig.tight_layout()
     return _save(fig, out / "weights.png", plt)
+
+
+def _qat_markdown(results, fig):
+    q = results["qat"]
+    lines = ["## PTQ vs QAT", "",
+             f"Quantization-aware training: each profile's model fine-tuned from the float weights for "
+             f"{q['epochs']} epochs on the {q['train_samples']} training samples ({q['optimizer']}, learning "
+             f"rate {q['lr']:g}, batches of {q['batch_size']}, seed {q['seed']}"
+             + (", learned scales (LSQ)" if q["learn_scales"] else ", static scales calibrated before "
+                "training") + f"; {q['seconds']:.1f} s), its forward pass the profile's arithmetic bit "
+             "for bit and its backward pass the straight-through estimator; then evaluated with the same "
+             "forward. Drops against the float model before fine-tuning; the fp32 row is the same "
+             "fine-tuning in float (what the extra training alone changes).", "",
+             "| profile | PTQ accuracy % | PTQ drop (pp) | QAT accuracy % | QAT drop (pp) | recovered (pp) |",
+             "|---|---|---|---|---|---|"]
+    for n, r in results["profiles"].items():
+        t = r.get("qat")
+        if t is None:
+            continue
+        lines.append(f"| {n} | {r['accuracy'] * 100:.2f} | {r['drop_pp']:+.2f} | {t['accuracy'] * 100:.2f} | "
+                     f"{t['drop_pp']:+.2f} | {t['recovered_pp']:+.2f} |")
+    lines.append("")
+    if fig:
+        lines += ["![qat.png](qat.png)", ""]
+    return lines
+
+
+def _qat_figure(prof, names, out, plt):
+    """PTQ and QAT accuracy drop per profile."""
+    shown = [n for n in names if "qat" in prof[n]]
+    x = np.arange(len(shown))
+    ptq = [prof[n]["drop_pp"] for n in shown]
+    qat = [prof[n]["qat"]["drop_pp"] for n in shown]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.bar(x - 0.2, ptq, 0.4, label="PTQ", color="#c0392b")
+    ax.bar(x + 0.2, qat, 0.4, label="QAT", color="#3b6ea8")
+    for i, (a, b) in enumerate(zip(ptq, qat)):
+        ax.text(i - 0.2, a, f"{a:.1f}", ha="center", va="bottom" if a >= 0 else "top", fontsize=7)
+        ax.text(i + 0.2, b, f"{b:.1f}", ha="center", va="bottom" if b >= 0 else "top", fontsize=7)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(x, shown, rotation=30, ha="right")
+    ax.set_ylabel("accuracy drop (pp)")
+    ax.set_title("Accuracy drop against float: post-training quantization vs quantization-aware training")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out / "qat.png", plt)
 
 
 def _save(fig, path, plt):

@@ -199,7 +199,12 @@ class EmulatedLayer:
         self.register_buffer("output_scale", nan.clone())
         self.register_buffer("output_zero_point", torch.zeros((), dtype=torch.int32))
         if self.learn_scales and w is not None:
-            shape = {"tensor": (), "channel": (n,)}.get(w.granularity) or (-(-k // (w.group_size or 1)), n)
+            if w.granularity == "tensor":
+                shape = ()
+            elif w.granularity == "channel":
+                shape = (n,)
+            else:
+                shape = (-(-k // w.group_size), n)
             self.weight_scale = nn.Parameter(torch.full(shape, float("nan")))
             self.register_buffer("weight_zero_point", torch.zeros(shape, dtype=torch.int32))
         else:
