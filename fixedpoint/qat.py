@@ -89,8 +89,8 @@ class MLPModule(nn.Module):
     >>> from fixedpoint.qat import MLPModule
     >>> model, data = load_default()
     >>> net = MLPModule(model)
-    >>> logits = net(torch.from_numpy(data["x"][:4])).detach().numpy()
-    >>> bool(np.array_equal(logits, model.forward(data["x"][:4])[-1]))
+    >>> logits = net(torch.from_numpy(data["x"][:4])).detach().numpy()    # float, PyTorch
+    >>> bool(np.allclose(logits, model.forward(data["x"][:4])[-1], rtol=1e-5, atol=1e-5))
     True
     """
 
