@@ -31,9 +31,13 @@ Backward: the straight-through estimator (STE)
     (integer formats) or ``|x / s|`` beyond the format's largest value (float
     formats): the rule :attr:`fixedpoint.layers.LayerTrace.clipped_inputs`
     counts.  The same rule on ``acc * s_x * s_W / s_y + z_y`` decides ``m_y``.
-    Rounding, accumulator overflow and float16/bfloat16 output rounding pass
-    gradients straight through.  A convolution's gradients are the float
-    convolution's at ``Q(x)``, ``Q(W)``.
+    Block-scaled operands (MX, NVFP4) are clipped where the element is beyond
+    the largest value its block can hold at the block's scale.  Rounding,
+    accumulator overflow and float16/bfloat16 output rounding pass gradients
+    straight through.  A convolution's gradients are the float convolution's
+    at ``Q(x)``, ``Q(W)``; with per-token or block-scaled activations the layer
+    quantizes im2col rows, and the input gradient gathers each row's masked
+    gradient back onto the pixels it came from.
 
 Learned scales (``learn_scales=True``): LSQ (Esser et al. 2020)
     The static per-tensor activation scale and the weight scales (of the
@@ -50,7 +54,8 @@ Learned scales (``learn_scales=True``): LSQ (Esser et al. 2020)
     (``x.numel() / x.shape[0]``).  The scales are rounded to the profile's
     ``scale_format`` before use (rounding passes the gradient straight
     through); a scale below the smallest normal value of that format is used
-    as that value.  Zero points stay as calibrated.
+    as that value.  Zero points stay as calibrated.  Scales computed per call
+    (per token, ``static = false``, MX and NVFP4 blocks) are not learned.
 
 Examples
 --------
@@ -79,7 +84,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .formats import FloatFormat
+from .blockscaled import MXTensor, from_e8m0, mx_quantize, nvfp4_quantize
+from .formats import E2M1, FloatFormat
+from .fp8 import from_fp8
 from .layers import Conv2d as LayerConv2d
 from .layers import Linear as LayerLinear
 from .layers import round_to_float_type
@@ -135,6 +142,31 @@ def _inside(x: np.ndarray, q) -> np.ndarray:
         return ~((v > f.max + 0.5) | (v < f.min - 0.5))
 
 
+def _block_inside(x: np.ndarray, t) -> np.ndarray:
+    """True where ``x`` was within the largest magnitude its block can hold in the
+    MX or NVFP4 tensor ``t`` of ``x``'s shape (the rule of the layers' clipped
+    count: beyond it, the element was clamped)."""
+    f = t.elem if isinstance(t, MXTensor) else E2M1
+    top = f.max_value if isinstance(f, FloatFormat) else max(-f.min, f.max) / 64
+    if isinstance(t, MXTensor):
+        sc = from_e8m0(t.scales, dtype=np.float64)
+    else:
+        sc = from_fp8(t.scales, dtype=np.float64) * float(t.tensor_scale)
+    sc = np.repeat(np.moveaxis(sc, t.axis, -1), t.block, axis=-1)[..., :t.shape[t.axis]]
+    with np.errstate(invalid="ignore", over="ignore"):
+        beyond = np.abs(np.moveaxis(x.astype(np.float64), t.axis, -1)) > top * sc
+    return np.moveaxis(~beyond, -1, t.axis)
+
+
+def _block_quantize(spec, x: np.ndarray, axis: int):
+    """MX or NVFP4 quantization of ``x`` along ``axis`` as the profile's spec says
+    (the quantization the layers apply to block-scaled operands)."""
+    if spec.scale_format == "e8m0":
+        return mx_quantize(x, spec.format, block=spec.group_size, axis=axis, scale_rule=spec.scale_rule,
+                           rounding=spec.rounding)
+    return nvfp4_quantize(x, axis=axis, arithmetic=spec.scale_rule)
+
+
 def _effective_scale(s: torch.Tensor, scale_format: str) -> np.ndarray:
     """A learned scale as the target stores it (float32 values)."""
     v = np.maximum(s.detach().to("cpu", torch.float64).numpy(), _MIN_SCALE[scale_format])
@@ -175,8 +207,9 @@ class EmulatedLayer:
     call), ``output_scale`` / ``output_zero_point`` (INT8 outputs; NaN: per
     call).  With ``learn_scales``: parameters ``input_scale`` (static
     per-tensor activations) and ``weight_scale`` (the profile's weight
-    granularity, K x N convention: ``()``, ``(N,)`` or ``(groups, N)``), and
-    the buffer ``weight_zero_point``.
+    granularity, K x N convention: ``()``, ``(N,)`` or ``(groups, N)``; not
+    for block-scaled MX/NVFP4 weights, whose scales follow from each block),
+    and the buffer ``weight_zero_point``.
     """
 
     profile: AcceleratorProfile
@@ -198,7 +231,7 @@ class EmulatedLayer:
         self.register_buffer("input_zero_point", torch.zeros((), dtype=torch.int32))
         self.register_buffer("output_scale", nan.clone())
         self.register_buffer("output_zero_point", torch.zeros((), dtype=torch.int32))
-        if self.learn_scales and w is not None:
+        if self.learn_scales and w is not None and not w.block_scaled:
             if w.granularity == "tensor":
                 shape = ()
             elif w.granularity == "channel":
@@ -367,6 +400,12 @@ class EmulatedLayer:
             s.wqt = None
             return s
         K = W.shape[0]
+        if self.profile.activations.block_scaled:      # MX / NVFP4: per block, per call
+            s.xq, s.mx = self._block_rows(s.x, tr)
+            s.wq = np.ascontiguousarray(tr.w.dequantize())
+            s.mw = _block_inside(W, tr.w)
+            s.wqt = None
+            return s
         s.xq = tr.x.dequantize()
         s.mx = _inside(s.x, tr.x)
         Wp = W if tr.w.shape[0] == K else np.concatenate(
@@ -521,6 +560,9 @@ class Linear(EmulatedLayer, nn.Linear):
         sx = np.asarray(tr.x_scale, np.float32)
         return sx.reshape(-1, 1) if sx.ndim else sx
 
+    def _block_rows(self, rows, tr):
+        return tr.x.dequantize(), _block_inside(rows, tr.x)
+
     def _grad_rows(self, g):
         return g.reshape(-1, self.out_features)
 
@@ -620,8 +662,21 @@ class Conv2d(EmulatedLayer, nn.Conv2d):
 
     @property
     def _per_token(self):
+        """The layer quantizes im2col rows (per-token or block-scaled activations)."""
         a = self.profile.activations
-        return a is not None and a.granularity == "token"
+        return a is not None and (a.granularity == "token" or a.block_scaled)
+
+    def _block_rows(self, rows, tr):
+        """Each convolution group's im2col rows quantized as the layer quantizes them
+        (one MX/NVFP4 tensor per group; the trace keeps the last group's only)."""
+        G = self.groups
+        r3 = rows.reshape(-1, G, rows.shape[-1])
+        xq, mx = np.empty_like(r3), np.empty(r3.shape, bool)
+        for g in range(G):
+            rg = np.ascontiguousarray(r3[:, g])
+            t = tr.x if g == G - 1 else _block_quantize(self.profile.activations, rg, 1)
+            xq[:, g], mx[:, g] = t.dequantize(), _block_inside(rg, t)
+        return xq.reshape(rows.shape), mx.reshape(rows.shape)
 
     def _x_rows(self, X):
         if not self._per_token:

@@ -24,6 +24,8 @@ from fixedpoint.formats import FloatFormat  # noqa: E402
 
 BUILTIN = list(profiles.BUILTIN_NAMES)
 QUANTIZED = [n for n in BUILTIN if not profiles.get(n).is_float]
+BLOCK_SCALED = [n for n in QUANTIZED if profiles.get(n).activations.block_scaled]
+SCALED = [n for n in QUANTIZED if n not in BLOCK_SCALED]       # one scale per tensor/channel/group
 CWD = tempfile.gettempdir()
 
 
@@ -79,7 +81,7 @@ def test_linear_forward_is_the_layer(p, rng):
     want = ref.run(xe)
     assert np.array_equal(_bits(y.detach().numpy()), _bits(want))
     tr = ref.trace
-    if not p.is_float:
+    if not p.is_float and p.activations.static:        # static scales: the inputs beyond clip
         assert tr.clipped_inputs > 0
         if overflow_variant:
             assert tr.overflow_count > 0
@@ -117,7 +119,7 @@ def test_conv2d_forward_is_the_layer(p, cfg, rng):
     want = ref.run(xe)
     assert y.shape == want.shape
     assert np.array_equal(_bits(y.detach().numpy()), _bits(want))
-    if not p.is_float:
+    if not p.is_float and p.activations.static:
         assert ref.trace.clipped_inputs > 0
         if overflow_variant:
             assert ref.trace.overflow_count > 0
@@ -165,7 +167,9 @@ def test_learned_scales_start_at_the_profiles_quantization(name, rng):
         _set(m[0], w, b)
         fpt.calibrate(m, [torch.from_numpy(xc)])
         outs.append(m(torch.from_numpy(xe)).detach().numpy())
-        if learn:
+        if learn and name in BLOCK_SCALED:                 # MX/NVFP4 scales follow each block
+            assert m[0].weight_scale is None and not isinstance(m[0].input_scale, torch.nn.Parameter)
+        elif learn:
             assert isinstance(m[0].weight_scale, torch.nn.Parameter)
     assert np.array_equal(_bits(outs[0]), _bits(outs[1]))
 
@@ -255,7 +259,7 @@ def _out_mask_by_hand(y, so, zo):
     return ~((real > 127.5) | (real < -128.5))
 
 
-@pytest.mark.parametrize("name", QUANTIZED)
+@pytest.mark.parametrize("name", SCALED)
 def test_linear_gradients_are_the_ste_by_hand(name, rng):
     p = profiles.get(name)
     K, N, M = 32, 8, 6
@@ -287,6 +291,66 @@ def test_linear_gradients_are_the_ste_by_hand(name, rng):
     assert np.array_equal(xt.grad.numpy(), gx.astype(np.float32))
     assert np.array_equal(fc.weight.grad.numpy(), gw.astype(np.float32))
     assert np.array_equal(fc.bias.grad.numpy(), Gp.sum(axis=0).astype(np.float32))
+
+
+_E2M1_GRID = np.array([0, 0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 6])            # 2.5 and 5: ties
+_E4M3_GRID = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 16, 20, 24, 288])
+
+
+def _block_case(p, rng, rows, K):
+    """``rows`` x K values, blocks of the profile's size along K, each block with a
+    known power-of-two scale (its largest magnitude at the element format's
+    largest value times it; NVFP4: a tensor scale of 1 and block scales 448 or
+    powers of two), elements on and between the grid; MXFP4's floor rule leaves
+    a 7 in some blocks (clipped to 6).  Returns x, the per-element scale."""
+    spec = p.activations
+    f, bs = spec.format, spec.group_size
+    top = f.max_value
+    grid = _E2M1_GRID if f.nbits == 4 else _E4M3_GRID
+    x = rng.choice(grid, (rows, K)) * rng.choice([-1, 1], (rows, K))
+    scale = np.empty((rows, K))
+    for r in range(rows):
+        for b0 in range(0, K, bs):
+            blk = slice(b0, b0 + bs)
+            if spec.scale_format == "e4m3":                   # NVFP4
+                sb = 448.0 if (r, b0) == (0, 0) else 2.0 ** rng.integers(-3, 4)
+            else:
+                sb = 2.0 ** rng.integers(-4, 3)
+            x[r, b0 + rng.integers(0, bs)] = top * rng.choice([-1, 1])
+            if spec.scale_rule == "floor" and rng.integers(0, 2):
+                x[r, b0 + rng.integers(0, bs)] = 7.0                     # beyond 6 at this scale
+            x[r, blk] *= sb
+            scale[r, blk] = sb
+    return x.astype(np.float32), scale
+
+
+@pytest.mark.parametrize("name", BLOCK_SCALED)
+def test_block_scaled_gradients_are_the_ste_by_hand(name, rng):
+    """MX and NVFP4: per-block scales from each call; x is clipped where it is
+    beyond its block's largest value, as the layer counts it."""
+    p = profiles.get(name)
+    M, K, N = 3, 64, 4
+    x, sx = _block_case(p, rng, M, K)
+    wt, sw = _block_case(p, rng, N, K)                  # blocks of each output channel along K
+    fc = fpt.Linear(K, N, bias=False, profile=p)
+    _set(fc, wt)
+    xt = torch.from_numpy(x).requires_grad_()
+    y = fc(xt)
+    G = rng.integers(-8, 9, (M, N)) / 8.0
+    y.backward(torch.from_numpy(G.astype(np.float32)))
+    f = p.activations.format
+    dt = ml_dtypes.float4_e2m1fn if f.nbits == 4 else ml_dtypes.float8_e4m3fn
+
+    def q(v, s):
+        u = v / s
+        return np.clip(u, -f.max_value, f.max_value).astype(np.float32).astype(dt).astype(np.float64) * s, \
+            ~(np.abs(u) > f.max_value)
+    xq, mx = q(x.astype(np.float64), sx)
+    wq, mw = q(wt.astype(np.float64), sw)
+    if p.activations.scale_rule == "floor":
+        assert 0 < mx.sum() < mx.size and 0 < mw.sum() < mw.size
+    assert np.array_equal(xt.grad.numpy(), ((G @ wq) * mx).astype(np.float32))
+    assert np.array_equal(fc.weight.grad.numpy(), ((xq.T @ G).T * mw).astype(np.float32))
 
 
 def _conv_by_hand(xq, wq, stride, pad, dil, groups):
@@ -348,34 +412,67 @@ def test_conv_gradients_are_the_ste_by_hand(name, rng):
     assert np.array_equal(conv.bias.grad.numpy(), G.sum(axis=(0, 2, 3)).astype(np.float32))
 
 
-def test_per_token_conv_gradients_by_hand(rng):
-    """Per-token scales quantize the im2col rows: the input gradient gathers each
-    row's (masked) gradient back onto the pixels it came from."""
-    p = _token_profile()
-    w = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
-    x = rng.standard_normal((1, 4, 5, 5)).astype(np.float32)
-    conv = fpt.Conv2d(4, 4, 3, 1, 1, 1, 2, bias=False, profile=p)
+def _rows_by_token(p, rows):
+    s = (np.abs(rows).max(axis=1, keepdims=True).astype(np.float32) / np.float32(127)).astype(np.float64)
+    return np.clip(np.rint(rows / s), -128, 127) * s, np.ones(rows.shape, bool)
+
+
+def _rows_by_block(p, rows):
+    """The rows of one convolution group quantized along K with the primitive, and
+    the in-range mask from the block scales' definition."""
+    from fixedpoint.blockscaled import from_e8m0, mx_quantize, nvfp4_quantize
+    from fixedpoint.fp8 import from_fp8
+    a = p.activations
+    r32 = rows.astype(np.float32)
+    if a.scale_format == "e8m0":
+        t = mx_quantize(r32, a.format, block=a.group_size, axis=1, scale_rule=a.scale_rule)
+        sb = from_e8m0(t.scales, dtype=np.float64)
+    else:
+        t = nvfp4_quantize(r32, axis=1, arithmetic=a.scale_rule)
+        sb = from_fp8(t.scales, dtype=np.float64) * float(t.tensor_scale)
+    s = np.repeat(sb, t.block, axis=1)[:, :rows.shape[1]]
+    return t.dequantize().astype(np.float64), ~(np.abs(r32.astype(np.float64)) > a.format.max_value * s)
+
+
+@pytest.mark.parametrize("name", ["token", "b200-mxfp4", "b200-nvfp4", "b200-mxfp8"])
+def test_row_quantized_conv_gradients_by_hand(name, rng):
+    """Per-token and block-scaled activations quantize the im2col rows (per
+    convolution group): the input gradient gathers each row's masked gradient
+    back onto the pixels it came from."""
+    p = _token_profile() if name == "token" else profiles.get(name)
+    quant = _rows_by_token if name == "token" else _rows_by_block
+    Cg, G, O = 8, 2, 4
+    w = rng.standard_normal((O, Cg, 3, 3)).astype(np.float32)
+    x = (rng.standard_normal((1, Cg * G, 5, 5)) * np.exp(rng.standard_normal((1, Cg * G, 1, 1)))).astype(np.float32)
+    conv = fpt.Conv2d(Cg * G, O, 3, 1, 1, 1, G, bias=False, profile=p)
     _set(conv, w)
     xt = torch.from_numpy(x).requires_grad_()
     y = conv(xt)
-    G = rng.standard_normal(y.shape)
-    y.backward(torch.from_numpy(G.astype(np.float32)))
-    # by hand: every output pixel's window, one row per (pixel, group), quantized per row
-    wq = layers.Conv2d(p, w, groups=2, padding=1).wq.dequantize().astype(np.float64)   # (18, 4)
-    gx = np.zeros((1, 4, 7, 7))
-    gw = np.zeros((18, 4))
+    Gy = rng.standard_normal(y.shape)
+    y.backward(torch.from_numpy(Gy.astype(np.float32)))
+    if name == "token":              # per-channel INT8 weights: their scale holds every weight
+        wq, mw = layers.Conv2d(p, w, groups=G, padding=1).wq.dequantize().astype(np.float64), 1.0
+    else:                            # (Cg*9, O): blocks along K, as the activation rows
+        wq, mw = (a.T for a in _rows_by_block(p, w.reshape(O, -1).astype(np.float64)))
+    Og = O // G
     xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
-    for oh in range(5):
-        for ow in range(5):
-            for g in range(2):
-                row = xp[0, 2 * g:2 * g + 2, oh:oh + 3, ow:ow + 3].reshape(-1)
-                s = np.float32(np.abs(row).max()) / np.float32(127)     # the row's minmax scale
-                rq = np.clip(np.rint(row / s), -128, 127) * s
-                go = G[0, 2 * g:2 * g + 2, oh, ow]
-                gx[0, 2 * g:2 * g + 2, oh:oh + 3, ow:ow + 3] += (wq[:, 2 * g:2 * g + 2] @ go).reshape(2, 3, 3)
-                gw[:, 2 * g:2 * g + 2] += np.outer(rq, go)
-    np.testing.assert_allclose(xt.grad.numpy(), gx[:, :, 1:-1, 1:-1], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(conv.weight.grad.numpy(), gw.T.reshape(4, 2, 3, 3), rtol=1e-5, atol=1e-6)
+    gx = np.zeros(xp.shape)
+    gw = np.zeros(wq.shape)
+    clipped = 0
+    for g in range(G):
+        rows = np.array([xp[0, g * Cg:(g + 1) * Cg, oh:oh + 3, ow:ow + 3].reshape(-1)
+                         for oh in range(5) for ow in range(5)])
+        rq, inside = quant(p, rows)
+        clipped += (~inside).sum()
+        for i, (oh, ow) in enumerate((oh, ow) for oh in range(5) for ow in range(5)):
+            go = Gy[0, g * Og:(g + 1) * Og, oh, ow]
+            grow = (wq[:, g * Og:(g + 1) * Og] @ go) * inside[i]
+            gx[0, g * Cg:(g + 1) * Cg, oh:oh + 3, ow:ow + 3] += grow.reshape(Cg, 3, 3)
+            gw[:, g * Og:(g + 1) * Og] += np.outer(rq[i], go)
+    if p.activations.scale_rule == "floor":          # MX's floor rule clips some block maxima
+        assert clipped > 0 and not np.all(mw)
+    np.testing.assert_allclose(xt.grad.numpy(), gx[:, :, 1:-1, 1:-1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(conv.weight.grad.numpy(), (gw * mw).T.reshape(w.shape), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["linear", "conv"])
