@@ -821,7 +821,8 @@ def _figures(results, out):
         paths.append(_save(fig, out / "nodes.png", plt))
     if "qat" in results:
         paths.append(_qat_figure(prof, names, out, plt))
-    shown = [n for n in names if "_weights" in prof[n]]
+    # one scale per tensor/channel/group (QTensor); MX and NVFP4 blocks have no single grid to draw
+    shown = [n for n in names if "_weights" in prof[n] and hasattr(prof[n]["_weights"][0], "scale")]
     if shown:
         paths.append(_weights_figure(prof, shown, out, plt))
     return paths

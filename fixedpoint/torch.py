@@ -116,12 +116,13 @@ def _bool(v, name):
 
 
 def _numpy32(t: torch.Tensor, name: str) -> np.ndarray:
-    """A float32 NumPy copy (or view) of a float tensor, on the CPU."""
+    """A float32 NumPy copy of a float tensor (a copy: the backward pass keeps it,
+    and the caller may change the tensor in place meanwhile)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
     if not t.is_floating_point():
         raise TypeError(f"{name}: expected a float tensor, got {t.dtype}")
-    return t.detach().to("cpu", torch.float32).numpy()
+    return t.detach().to("cpu", torch.float32, copy=True).numpy()
 
 
 def _qmax(fmt) -> float:
@@ -176,7 +177,8 @@ def _effective_scale(s: torch.Tensor, scale_format: str) -> np.ndarray:
 class _Saved:
     """What the backward pass needs from one forward (NumPy float32, the
     layer's layouts: rows x K and K x N for a linear layer; NCHW, or im2col
-    rows for per-token scales, and K x N for a convolution)."""
+    rows for per-token and block-scaled activations, and K x N for a
+    convolution)."""
 
     __slots__ = ("x", "xq", "mx", "w", "wq", "mw", "my", "x_scale", "wqt", "xshape")
 
