@@ -45,9 +45,10 @@ __all__ = ["Schedule", "MLPModule", "GraphModule", "fine_tune", "predict", "run_
 
 @dataclass(frozen=True)
 class Schedule:
-    """The fine-tuning schedule: Adam at a constant learning rate on shuffled
-    mini-batches of the training split, cross-entropy loss.  Learned scales
-    (LSQ) take ``lr`` times their calibrated mean magnitude (relative steps).
+    """The fine-tuning schedule: Adam on shuffled mini-batches of the training
+    split, cross-entropy loss, the learning rate decaying linearly from ``lr``
+    to 0 over the run.  Learned scales (LSQ) take ``lr`` times their
+    calibrated mean magnitude (relative steps).
 
     ``epochs`` passes over the training split (0: calibration only, which is
     post-training quantization through PyTorch); ``learn_scales``: LSQ.
@@ -431,6 +432,8 @@ def fine_tune(model: nn.Module, profile, x, y, calibration, *, schedule: Schedul
         if schedule.epochs:
             gen = torch.Generator().manual_seed(int(schedule.seed))
             opt = torch.optim.Adam(_param_groups(model, schedule.lr), lr=schedule.lr)
+            steps = schedule.epochs * -(-len(X) // schedule.batch_size)
+            decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 - t / steps)
             model.train()
             for epoch in range(schedule.epochs):
                 perm = torch.randperm(len(X), generator=gen)
@@ -441,6 +444,7 @@ def fine_tune(model: nn.Module, profile, x, y, calibration, *, schedule: Schedul
                     loss = F.cross_entropy(model(X[idx]), Y[idx].long())
                     loss.backward()
                     opt.step()
+                    decay.step()
                     total += float(loss.detach()) * len(idx)
                 losses.append(total / len(X))
                 if progress is not None:
@@ -544,6 +548,7 @@ def run_qat(results: dict, workload: Workload, profiles=None, *, schedule: Sched
                       "recovered_pp": round(ptq.get("drop_pp", 0.0) - drop, 6),
                       "loss": out["loss"], "seconds": out["seconds"]}
         bar.step(name, "QAT done")
-    results["qat"] = dict(asdict(schedule), optimizer="Adam", loss="cross-entropy",
+    results["qat"] = dict(asdict(schedule), optimizer="Adam", lr_schedule="linear decay to 0",
+                          loss="cross-entropy",
                           train_samples=int(len(tr["y"])), seconds=time.perf_counter() - t0)
     return results
