@@ -867,7 +867,8 @@ def _qat_markdown(results, fig):
     lines = ["## PTQ vs QAT", "",
              f"Quantization-aware training: each profile's model fine-tuned from the float weights for "
              f"{q['epochs']} epochs on the {q['train_samples']} training samples ({q['optimizer']}, learning "
-             f"rate {q['lr']:g}, {q.get('lr_schedule', 'constant')}, batches of {q['batch_size']}, seed {q['seed']}"
+             f"rate {q['lr']:g}, {q.get('lr_schedule', 'constant')}, batches of {q['batch_size']}, "
+             f"seed {q['seed']}"
              + (", learned scales (LSQ)" if q["learn_scales"] else ", static scales calibrated before "
                 "training") + f"; {q['seconds']:.1f} s), its forward pass the profile's arithmetic bit "
              "for bit and its backward pass the straight-through estimator; then evaluated with the same "

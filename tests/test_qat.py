@@ -443,7 +443,8 @@ def test_row_quantized_conv_gradients_by_hand(name, rng):
     quant = _rows_by_token if name == "token" else _rows_by_block
     Cg, G, O = 8, 2, 4
     w = rng.standard_normal((O, Cg, 3, 3)).astype(np.float32)
-    x = (rng.standard_normal((1, Cg * G, 5, 5)) * np.exp(rng.standard_normal((1, Cg * G, 1, 1)))).astype(np.float32)
+    x = rng.standard_normal((1, Cg * G, 5, 5)) * np.exp(rng.standard_normal((1, Cg * G, 1, 1)))
+    x = x.astype(np.float32)                     # channels of different ranges
     conv = fpt.Conv2d(Cg * G, O, 3, 1, 1, 1, G, bias=False, profile=p)
     _set(conv, w)
     xt = torch.from_numpy(x).requires_grad_()
@@ -691,7 +692,8 @@ def _small_graph():
              helper.make_node("Gemm", ["f", "fw", "fb"], ["logits"], name="fc", transB=1),
              helper.make_node("MatMul", ["f", "mw"], ["m"], name="mm"),
              helper.make_node("Add", ["logits", "logits"], ["twice"], name="add")]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1, 6, 6])],
+    g = helper.make_graph(nodes, "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1, 6, 6])],
                           [helper.make_tensor_value_info("twice", TensorProto.FLOAT, [None, 3]),
                            helper.make_tensor_value_info("m", TensorProto.FLOAT, [None, 5])], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
