@@ -227,12 +227,13 @@ def main(argv=None) -> int:
         if args.cmd == "profiles":
             return _profiles(args, sys.stdout)
         {"info": _info, "demo": _demo}[args.cmd](sys.stdout)
+    except BrokenPipeError:          # e.g. piped into `head`
+        sys.stderr.close()
+        return 0
     except (ValueError, TypeError, OSError, ImportError) as e:
         print(f"fixedpoint {args.cmd}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
               file=sys.stderr)
         return 2
-    except BrokenPipeError:          # e.g. piped into `head`
-        sys.stderr.close()
     return 0
 
 

@@ -657,7 +657,7 @@ class Linear(_Layer):
         if W.ndim != 2:
             raise ValueError(f"weight: expected a K x N matrix, got shape {W.shape}")
         self.K, self.N = W.shape
-        self.w = W
+        self.w = np.ascontiguousarray(W)          # BLAS's sum order follows the layout: fix it
         self.bias = _as_bias(bias, self.N, "bias")
         if weights is not None:
             self._check_weights(weights)
