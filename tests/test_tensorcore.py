@@ -11,6 +11,7 @@ from conftest import load_cases
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
+TC = fp.TensorCoreAccumulator
 OUT = {"f32": ("float32", np.int32), "f16": ("float16", np.int16), "bf16": ("bfloat16", np.int16)}
 
 
@@ -22,9 +23,9 @@ def test_every_recorded_element(data_dir, fname):
     for c in cases:
         a, b, want = z[c["id"] + "_a"], z[c["id"] + "_b"], z[c["id"] + "_out"]
         out_dtype, bits = OUT[c["out"]]
-        got = fp.fp8_matmul(a, b.T, c["fa"], c["fb"], scale_a=c.get("scale_a", 1.0),
+        got = fp.fp8_matmul(a, b.T, (c["fa"], c["fb"]), scale_a=c.get("scale_a", 1.0),
                             scale_b=c.get("scale_b", 1.0), out_dtype=out_dtype,
-                            fast_accum=c["fast"])
+                            acc=TC.hopper_fp8(fast_accum=c["fast"]))
         assert got.shape == want.shape
         np.testing.assert_array_equal(got.view(bits), want, err_msg=str(c))
         seen.add((c["fa"], c["fb"], c["out"], c["fast"]))
@@ -42,7 +43,7 @@ def test_the_model_matters(data_dir):
         if c["out"] != "f32":
             continue
         a, b, want = z[c["id"] + "_a"], z[c["id"] + "_b"], z[c["id"] + "_out"]
-        ideal = fp.fp8_matmul(a, b.T, c["fa"], c["fb"], accumulator=fp.TensorCoreAccumulator.exact())
+        ideal = fp.fp8_matmul(a, b.T, (c["fa"], c["fb"]), acc=TC.exact())
         differ += (ideal.view(np.int32) != want).sum()
         total += want.size
     assert differ > total // 4
@@ -66,7 +67,7 @@ def _adversarial(rng, kind, shape, fmt):
         codes = rng.integers(0, 256, shape).astype(np.uint8)
         bad = np.vectorize(lambda c: f.is_nan_code(int(c)) or f.is_inf_code(int(c)))(codes)
         codes[bad] = 0
-        return codes
+        return fp.FloatCodes(codes, f)
     if kind == "cancel":         # one huge term per row among tiny ones, and its negative
         x = rng.standard_normal(shape) * 2.0 ** rng.integers(-12, -4, shape)
         x[..., 0] = 400 if fmt.startswith("e4") else 50000
@@ -78,7 +79,7 @@ def _adversarial(rng, kind, shape, fmt):
         x[::2] = 0
     else:
         x = rng.standard_normal(shape) * 2.0 ** rng.integers(-8, 8, shape)
-    return fp.to_fp8(x.astype(np.float32), f, saturate=True)
+    return fp.to_fp8(x.astype(np.float32), f)
 
 
 @pytest.mark.parametrize("acc", ACCS, ids=lambda a: repr(a)[21:70])
@@ -88,7 +89,7 @@ def test_kernels_match_slow_reference(acc, kind, rng):
         a = _adversarial(rng, kind, (3, K), fa)
         b = _adversarial(rng, kind, (K, 5), fb).T.copy().T if kind != "zero_rows" else \
             _adversarial(rng, "wide", (K, 5), fb)
-        got = fp.fp8_matmul(a, np.ascontiguousarray(b), fa, fb, accumulator=acc)
+        got = fp.fp8_matmul(a, b.copy(order="C"), acc=acc)
         want = _ref_matmul(a, b, fa, fb, acc)
         np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
 
@@ -103,11 +104,11 @@ def test_fast_and_general_kernels_agree(seed, K, fmt, acc_i):
     b = _adversarial(rng, "codes", (K, 35), fmt)
     acc = ACCS[acc_i]
     f = as_float_format(fmt)
-    fast, _ = tensorcore._matmul_2d(a, b, f, f, acc, 2)
+    fast, _ = tensorcore._matmul_2d(a.view(np.ndarray), b.view(np.ndarray), f, f, acc, 2)
     slow_acc = fp.TensorCoreAccumulator(acc.block, acc.frac_bits, "sum", acc.final_rounding,
                                         acc.promote_every, acc.result_frac_bits)
     object.__setattr__(slow_acc, "_fast_ok", lambda: False)   # force the general kernel
-    slow, _ = tensorcore._matmul_2d(a, b, f, f, slow_acc, 1)
+    slow, _ = tensorcore._matmul_2d(a.view(np.ndarray), b.view(np.ndarray), f, f, slow_acc, 1)
     np.testing.assert_array_equal(fast.view(np.int32), slow.view(np.int32))
 
 
@@ -136,20 +137,21 @@ def test_nan_and_inf_follow_ieee():
     b = np.array([[one, one], [one, one]], np.uint8)
     b2 = b.copy()
     b2[1, 1] = zero
-    got = fp.fp8_matmul(a, b, "e5m2", "e5m2")
+    got = fp.fp8_matmul(a, b, "e5m2")
     assert got[0, 0] == 2.0
     assert got[1, 0] == np.inf
     assert np.isnan(got[2, 0])          # +Inf + -Inf
     assert np.isnan(got[3, 0])          # NaN wins
     assert got[4, 0] == np.inf          # Inf * 1 + 0 * 1
-    got2 = fp.fp8_matmul(a, b2, "e5m2", "e5m2")
+    got2 = fp.fp8_matmul(a, b2, "e5m2")
     assert got2[4, 1] == np.inf         # Inf * 1 + 0 * 0
     b3 = np.array([[zero], [one]], np.uint8)
-    assert np.isnan(fp.fp8_matmul(a, b3, "e5m2", "e5m2")[4, 0])   # Inf * 0 + 0 * 1
+    assert np.isnan(fp.fp8_matmul(a, b3, "e5m2")[4, 0])   # Inf * 0 + 0 * 1
     assert np.isnan(fp.fp8_matmul(np.array([[inf]], np.uint8), np.array([[zero]], np.uint8),
-                                  "e5m2", "e5m2")[0, 0])
+                                  "e5m2")[0, 0])
     assert e5.is_inf_code(inf)
-    e4nan = fp.fp8_matmul(np.array([[0x7F, 0x38]], np.uint8), np.array([[0x38], [0x38]], np.uint8))
+    e4nan = fp.fp8_matmul(np.array([[0x7F, 0x38]], np.uint8), np.array([[0x38], [0x38]], np.uint8),
+                          "e4m3")
     assert np.isnan(e4nan[0, 0])
 
 
@@ -165,30 +167,37 @@ def test_shapes_threads_and_layouts(rng):
     big_b = _adversarial(rng, "wide", (300, 90), "e4m3")
     r1 = fp.fp8_matmul(big_a, big_b, num_threads=1)
     np.testing.assert_array_equal(r1, fp.fp8_matmul(big_a, big_b, num_threads=2))
-    np.testing.assert_array_equal(r1, fp.fp8_matmul(big_a.T.copy().T, np.asfortranarray(big_b)))
-    assert fp.fp8_matmul(np.zeros((0, 4), np.uint8), np.zeros((4, 3), np.uint8)).shape == (0, 3)
-    np.testing.assert_array_equal(fp.fp8_matmul(np.zeros((2, 0), np.uint8), np.zeros((0, 3), np.uint8)),
+    np.testing.assert_array_equal(r1, fp.fp8_matmul(big_a.T.copy().T, big_b.copy(order="F")))
+    assert fp.fp8_matmul(np.zeros((0, 4), np.uint8), np.zeros((4, 3), np.uint8), "e4m3").shape == (0, 3)
+    np.testing.assert_array_equal(fp.fp8_matmul(np.zeros((2, 0), np.uint8), np.zeros((0, 3), np.uint8),
+                                                "e4m3"),
                                   np.zeros((2, 3), np.float32))
 
 
 def test_bad_input():
     a = np.zeros((2, 3), np.uint8)
-    with pytest.raises(TypeError, match="a: expected uint8 FP8 codes"):
-        fp.fp8_matmul(a.astype(np.int8), a.T)
+    with pytest.raises(TypeError, match="a: expected uint8 minifloat codes"):
+        fp.fp8_matmul(a.astype(np.int8), a.T, "e4m3")
+    with pytest.raises(TypeError, match="a: plain uint8 codes carry no format"):
+        fp.fp8_matmul(a, a.T)
     with pytest.raises(ValueError, match="inner dimensions differ"):
-        fp.fp8_matmul(a, a)
-    with pytest.raises(ValueError, match="fmt_a: unknown float format"):
+        fp.fp8_matmul(a, a, "e4m3")
+    with pytest.raises(ValueError, match=r"fmt \(a\): unknown format 'e9m9'"):
         fp.fp8_matmul(a, a.T, "e9m9")
+    with pytest.raises(ValueError, match="fmt: expected one format or a pair"):
+        fp.fp8_matmul(a, a.T, ("e4m3", "e4m3", "e4m3"))
+    with pytest.raises(ValueError, match="b: the codes are e4m3 codes, but fmt says e5m2"):
+        fp.fp8_matmul(a, fp.FloatCodes(a.T, "e4m3"), ("e4m3", "e5m2"))
     with pytest.raises(ValueError, match="out_dtype: expected"):
-        fp.fp8_matmul(a, a.T, out_dtype="int8")
+        fp.fp8_matmul(a, a.T, "e4m3", out_dtype="int8")
     with pytest.raises(ValueError, match="scale_a: scales must be finite and positive"):
-        fp.fp8_matmul(a, a.T, scale_a=0.0)
+        fp.fp8_matmul(a, a.T, "e4m3", scale_a=0.0)
     with pytest.raises(ValueError, match="scale_b: scales must be finite and positive"):
-        fp.fp8_matmul(a, a.T, scale_b=np.inf)
+        fp.fp8_matmul(a, a.T, "e4m3", scale_b=np.inf)
     with pytest.raises(ValueError, match="scale_a: expected a scalar or a vector of length 2"):
-        fp.fp8_matmul(a, a.T, scale_a=[1.0, 2.0, 3.0])
-    with pytest.raises(TypeError, match="accumulator: expected a TensorCoreAccumulator"):
-        fp.fp8_matmul(a, a.T, accumulator=fp.Accumulator())
+        fp.fp8_matmul(a, a.T, "e4m3", scale_a=[1.0, 2.0, 3.0])
+    with pytest.raises(TypeError, match="acc: expected a TensorCoreAccumulator"):
+        fp.fp8_matmul(a, a.T, "e4m3", acc=fp.Accumulator())
     with pytest.raises(ValueError, match="promote_every: must be a multiple of block"):
         fp.TensorCoreAccumulator(block=32, promote_every=100)
     with pytest.raises(ValueError, match="frac_bits"):
