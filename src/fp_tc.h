@@ -404,7 +404,7 @@ FP_TARGET_AVX2 static void fp_tc_tile_avx2(const float *av, const int8_t *ea, in
 
 /* AVX-512 tile (floor and count, see above): FP_TC_MR rows x 32 columns.
  * A (one panel of FP_TC_MR rows): per k, FP_TC_MR values av, exponents ea,
- * lowest-bit exponents la and sign selectors as (0: a > 0 or zero, 1: a < 0)
+ * lowest-bit exponents la and the offsets as of their B lsb row (0 or 32)
  * at [k * FP_TC_MR + r].  B (one panel): per k, 32 values bv and exponents
  * eb at [k * 32 + l], and two rows of lowest-bit exponents at
  * [(2k + s) * 32 + l]: s = 0 holds the lanes with b < 0, s = 1 those with
@@ -424,6 +424,7 @@ FP_TARGET_AVX512 static void fp_tc_tile_avx512(const float *av, const int8_t *ea
     const __m512i half_m1 = _mm512_set1_epi32(dropbits > 0 ? (int)((1u << (dropbits - 1)) - 1u) : 0);
     const __m512i one = _mm512_set1_epi32(1);
     const __mmask32 colmask = ncols >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << ncols) - 1u);
+    int c_zero = 1;                       /* every c is 0 (at the start and after a promotion) */
     for (int r = 0; r < FP_TC_MR; r++) {
         for (int v = 0; v < 2; v++) {
             c[r][v] = _mm512_setzero_ps();
@@ -442,30 +443,38 @@ FP_TARGET_AVX512 static void fp_tc_tile_avx512(const float *av, const int8_t *ea
             for (int r = 0; r < FP_TC_MR; r++)
                 E8[r] = _mm256_max_epi8(E8[r], _mm256_adds_epi8(e, _mm256_set1_epi8(ea[k * FP_TC_MR + r])));
         }
-        /* merge c's exponent; biases, spacings, c's truncated term, E - f as int8 */
+        /* merge c's exponent; biases, spacings, c's truncated term, E - f as int8.
+         * Bit patterns: ulp = 2^(E - f), bias = 1.5 * 2^(23 + E - f) = ulp's
+         * pattern + (23 << 23) + 0x400000, up = 2^(f - E). */
         __m512 P[FP_TC_MR][2], bias[FP_TC_MR][2], ulp[FP_TC_MR][2];
         __m256i T8[FP_TC_MR], cnt[FP_TC_MR];
+        const __m512i g0 = _mm512_set1_epi32(127 - f);
         for (int r = 0; r < FP_TC_MR; r++) {
             const __m512i w[2] = {_mm512_cvtepi8_epi32(_mm256_castsi256_si128(E8[r])),
                                   _mm512_cvtepi8_epi32(_mm256_extracti128_si256(E8[r], 1))};
             __m128i t8[2];
             for (int v = 0; v < 2; v++) {
-                const __m512i cb = _mm512_castps_si512(c[r][v]);
-                __m512i ce = _mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32(cb, 23), _mm512_set1_epi32(0xff)),
-                                              _mm512_set1_epi32(127));
-                const __mmask16 cz = _mm512_cmpeq_epi32_mask(_mm512_slli_epi32(cb, 1), _mm512_setzero_si512());
-                ce = _mm512_mask_mov_epi32(ce, cz, _mm512_set1_epi32(FP_TC_ZEXP8));
-                const __m512i E = _mm512_max_epi32(_mm512_max_epi32(w[v], ce), _mm512_set1_epi32(-64));
-                const __m512i g = _mm512_sub_epi32(E, _mm512_set1_epi32(f));        /* E - f */
-                /* bias = 1.5 * 2^(23 + g), ulp = 2^g, up = 2^-g (bit patterns) */
-                bias[r][v] = _mm512_castsi512_ps(_mm512_or_si512(
-                    _mm512_slli_epi32(_mm512_add_epi32(g, _mm512_set1_epi32(150)), 23), _mm512_set1_epi32(0x400000)));
-                ulp[r][v] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(g, _mm512_set1_epi32(127)), 23));
-                const __m512 up = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_sub_epi32(_mm512_set1_epi32(127), g), 23));
-                const __m512 tc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvttps_epi32(_mm512_mul_ps(c[r][v], up))),
-                                                ulp[r][v]);                           /* exact */
-                P[r][v] = _mm512_add_ps(bias[r][v], tc);                              /* exact */
-                t8[v] = _mm512_cvtepi32_epi8(g);
+                __m512i E = _mm512_max_epi32(w[v], _mm512_set1_epi32(-64));
+                if (!c_zero) {
+                    const __m512i cb = _mm512_castps_si512(c[r][v]);
+                    const __m512i ce = _mm512_maskz_sub_epi32(
+                        _mm512_test_epi32_mask(cb, _mm512_set1_epi32(0x7fffffff)),
+                        _mm512_srli_epi32(_mm512_and_si512(cb, _mm512_set1_epi32(0x7fffffff)), 23),
+                        _mm512_set1_epi32(127));          /* floor(log2|c|); 0 where c == 0 */
+                    E = _mm512_mask_max_epi32(E, _mm512_test_epi32_mask(cb, _mm512_set1_epi32(0x7fffffff)),
+                                              E, ce);
+                }
+                const __m512i ub = _mm512_add_epi32(_mm512_slli_epi32(E, 23), _mm512_slli_epi32(g0, 23));
+                ulp[r][v] = _mm512_castsi512_ps(ub);
+                bias[r][v] = _mm512_castsi512_ps(_mm512_add_epi32(ub, _mm512_set1_epi32((23 << 23) | 0x400000)));
+                P[r][v] = bias[r][v];
+                if (!c_zero) {
+                    const __m512 up = _mm512_castsi512_ps(_mm512_sub_epi32(_mm512_set1_epi32(254 << 23), ub));
+                    const __m512 tc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvttps_epi32(_mm512_mul_ps(c[r][v], up))),
+                                                    ulp[r][v]);                           /* exact */
+                    P[r][v] = _mm512_add_ps(bias[r][v], tc);                              /* exact */
+                }
+                t8[v] = _mm512_cvtepi32_epi8(_mm512_sub_epi32(E, _mm512_set1_epi32(f)));
             }
             T8[r] = _mm256_inserti128_si256(_mm256_castsi128_si256(t8[0]), t8[1], 1);
             cnt[r] = _mm256_setzero_si256();
@@ -479,7 +488,7 @@ FP_TARGET_AVX512 static void fp_tc_tile_avx512(const float *av, const int8_t *ea
                 const __m512 a = _mm512_set1_ps(av[ix]);
                 P[r][0] = _mm512_fmadd_round_ps(a, b0, P[r][0], FP_TC_RZ);
                 P[r][1] = _mm512_fmadd_round_ps(a, b1, P[r][1], FP_TC_RZ);
-                const __m256i l = _mm256_loadu_si256((const __m256i *)(lbk + (as[ix] ? FP_TC_NC : 0)));
+                const __m256i l = _mm256_loadu_si256((const __m256i *)(lbk + as[ix]));
                 const __m256i thr = _mm256_subs_epi8(T8[r], _mm256_set1_epi8(la[ix]));
                 cnt[r] = _mm256_sub_epi8(cnt[r], _mm256_cmpgt_epi8(thr, l));
             }
@@ -489,9 +498,10 @@ FP_TARGET_AVX512 static void fp_tc_tile_avx512(const float *av, const int8_t *ea
             const __m512i cw[2] = {_mm512_cvtepi8_epi32(_mm256_castsi256_si128(cnt[r])),
                                    _mm512_cvtepi8_epi32(_mm256_extracti128_si256(cnt[r], 1))};
             for (int v = 0; v < 2; v++) {
-                /* the exact block sum: both terms are multiples of ulp below 2^23 ulp */
-                const __m512 S = _mm512_add_ps(_mm512_sub_ps(P[r][v], bias[r][v]),
-                                               _mm512_mul_ps(_mm512_cvtepi32_ps(cw[v]), ulp[r][v]));
+                /* the exact block sum: (P - bias) + count * ulp, both multiples of
+                 * ulp below 2^23 ulp, so the fused add rounds nothing */
+                const __m512 S = _mm512_fmadd_ps(_mm512_cvtepi32_ps(cw[v]), ulp[r][v],
+                                                 _mm512_sub_ps(P[r][v], bias[r][v]));
                 __m512i sb = _mm512_castps_si512(S);
                 if (prm->rne && dropbits > 0)
                     sb = _mm512_add_epi32(sb, _mm512_add_epi32(half_m1,
@@ -503,6 +513,7 @@ FP_TARGET_AVX512 static void fp_tc_tile_avx512(const float *av, const int8_t *ea
                 }
             }
         }
+        c_zero = promote_now;
     }
     for (int r = 0; r < nrows; r++)
         for (int v = 0; v < 2; v++)
@@ -548,43 +559,54 @@ static int fp_tc_fast(fp_tc_mat A, fp_tc_mat B, int64_t M, int64_t K, int64_t Kp
     {
         /* A: AVX2 row-major (i * Kp + k); AVX-512 panels of FP_TC_MR rows
          * ((ib * Kp + k) * FP_TC_MR + r).  Pads and zeros: value 0, exponent
-         * -128, lowest bit 127. */
+         * -128, lowest bit 127; as holds the byte offset of the B lsb row that
+         * the element reads (0: the b < 0 lanes, for a >= 0; 32: b > 0, for a < 0). */
 #pragma omp for schedule(static) reduction(+ : special)
-        for (int64_t i = 0; i < mp; i++)
+        for (int64_t i = 0; i < mp; i++) {
+            const int64_t dstep = wide ? FP_TC_MR : 1;
+            const int64_t d0 = wide ? (i / FP_TC_MR) * Kp * FP_TC_MR + i % FP_TC_MR : i * Kp;
+            const uint8_t *row = A.p + (i < M ? i : 0) * A.rs;
             for (int64_t k = 0; k < Kp; k++) {
                 const int64_t s = i < M ? fp_tc_src(kmap, k, K) : -1;
-                const uint8_t code = s >= 0 ? A.p[i * A.rs + s * A.cs] : 0;
                 const int in = s >= 0;
-                const int64_t d = wide ? ((i / FP_TC_MR) * Kp + k) * FP_TC_MR + i % FP_TC_MR : i * Kp + k;
+                const uint8_t code = in ? row[s * A.cs] : 0;
+                const int64_t d = d0 + k * dstep;
                 ap[d] = in ? ta->val[code] : 0.0f;
                 eap[d] = in ? ta->e8[code] : (int8_t)FP_TC_ZEXP8;
                 if (wide) {
                     lap[d] = in ? ta->l8[code] : (int8_t)FP_TC_NOLSB;
-                    asp[d] = in ? ta->neg[code] : 0;
+                    asp[d] = in && ta->neg[code] ? FP_TC_NC : 0;
                 }
                 special += in ? ta->special[code] : 0;
             }
+        }
 #pragma omp for schedule(static) reduction(+ : special)
-        for (int64_t q = 0; q < npan; q++)
+        for (int64_t q = 0; q < npan; q++) {
+            const int64_t nl = N - q * FP_TC_NC < FP_TC_NC ? N - q * FP_TC_NC : FP_TC_NC;
             for (int64_t k = 0; k < Kp; k++) {
                 const int64_t s = fp_tc_src(kmap, k, K);
-                for (int64_t l = 0; l < FP_TC_NC; l++) {
-                    const int64_t j = q * FP_TC_NC + l, d = (q * Kp + k) * FP_TC_NC + l;
-                    const int in = j < N && s >= 0;
-                    const uint8_t code = in ? B.p[s * B.rs + j * B.cs] : 0;
-                    bvp[d] = in ? tb->val[code] : 0.0f;
-                    ebp[d] = in ? tb->e8[code] : (int8_t)FP_TC_ZEXP8;
+                const int64_t d = (q * Kp + k) * FP_TC_NC;
+                const int64_t n = s >= 0 ? nl : 0;       /* lanes holding codes; the rest pads */
+                const uint8_t *src = B.p + (s >= 0 ? s : 0) * B.rs + q * FP_TC_NC * B.cs;
+                int8_t *lrow = wide ? lbp + 2 * d : NULL;
+                for (int64_t l = 0; l < n; l++) {
+                    const uint8_t code = src[l * B.cs];
+                    bvp[d + l] = tb->val[code];
+                    ebp[d + l] = tb->e8[code];
                     if (wide) {
-                        const int8_t l8 = in ? tb->l8[code] : (int8_t)FP_TC_NOLSB;
-                        const int negb = in && tb->neg[code];
-                        const int posb = in && !tb->neg[code] && tb->sig[code] != 0;
-                        int8_t *row = lbp + 2 * (q * Kp + k) * FP_TC_NC;
-                        row[l] = negb ? l8 : (int8_t)FP_TC_NOLSB;            /* for a > 0 */
-                        row[FP_TC_NC + l] = posb ? l8 : (int8_t)FP_TC_NOLSB; /* for a < 0 */
+                        const int8_t l8 = tb->l8[code];
+                        lrow[l] = tb->neg[code] ? l8 : (int8_t)FP_TC_NOLSB;              /* for a >= 0 */
+                        lrow[FP_TC_NC + l] = tb->neg[code] ? (int8_t)FP_TC_NOLSB : l8;   /* for a < 0 */
                     }
-                    special += in ? tb->special[code] : 0;
+                    special += tb->special[code];
+                }
+                for (int64_t l = n; l < FP_TC_NC; l++) {
+                    bvp[d + l] = 0.0f;
+                    ebp[d + l] = (int8_t)FP_TC_ZEXP8;
+                    if (wide) lrow[l] = lrow[FP_TC_NC + l] = (int8_t)FP_TC_NOLSB;
                 }
             }
+        }
 #pragma omp for schedule(dynamic, 4)
         for (int64_t t = 0; t < npan * nib; t++) {
             const int64_t q = t / nib, ib = t % nib;
