@@ -292,6 +292,8 @@ def _table(f: FloatFormat, operand_emin: int | None) -> dict:
         exps.append(e)
         lsbs.append(lsb)
         weights.append(e - m)
+    t["l8neg"] = np.where(t["neg"] == 1, t["l8"], 127).astype(np.int8)
+    t["l8pos"] = np.where((t["neg"] == 0) & (t["sig"] != 0), t["l8"], 127).astype(np.int8)
     t["lo"] = min(weights) if weights else 0
     t["emin"] = min(exps) if exps else 0
     t["emax"] = max(exps) if exps else 0

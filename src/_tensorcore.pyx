@@ -35,16 +35,21 @@ cdef fp_tc_table _table(dict t) except *:
     cdef const float[::1] val = t["val"]
     cdef const int8_t[::1] e8 = t["e8"]
     cdef const int8_t[::1] l8 = t["l8"]
+    cdef const int8_t[::1] l8neg = t["l8neg"]
+    cdef const int8_t[::1] l8pos = t["l8pos"]
     cdef const uint8_t[::1] neg = t["neg"]
     cdef const uint8_t[::1] special = t["special"]
     if (sig.shape[0] != 256 or exp.shape[0] != 256 or val.shape[0] != 256 or e8.shape[0] != 256
-            or l8.shape[0] != 256 or neg.shape[0] != 256 or special.shape[0] != 256):
+            or l8.shape[0] != 256 or l8neg.shape[0] != 256 or l8pos.shape[0] != 256
+            or neg.shape[0] != 256 or special.shape[0] != 256):
         raise ValueError("table: expected 256 entries per field")
     memcpy(tab.sig, &sig[0], 256 * sizeof(int32_t))
     memcpy(tab.exp, &exp[0], 256 * sizeof(int32_t))
     memcpy(tab.val, &val[0], 256 * sizeof(float))
     memcpy(tab.e8, &e8[0], 256)
     memcpy(tab.l8, &l8[0], 256)
+    memcpy(tab.l8neg, &l8neg[0], 256)
+    memcpy(tab.l8pos, &l8pos[0], 256)
     memcpy(tab.neg, &neg[0], 256)
     memcpy(tab.special, &special[0], 256)
     tab.man = t["man"]

@@ -50,6 +50,8 @@ typedef struct {
     float val[256];       /* the value (exact in float32); 0 for NaN and Inf */
     int8_t e8[256];       /* exp for the fast kernels; -128 for zero, NaN and Inf */
     int8_t l8[256];       /* exponent of the value's lowest set bit; 127 for zero, NaN, Inf */
+    int8_t l8neg[256];    /* l8 for negative values, 127 for the rest */
+    int8_t l8pos[256];    /* l8 for positive values, 127 for the rest */
     uint8_t neg[256];     /* 1 for a negative nonzero finite value */
     uint8_t special[256]; /* 1 for NaN and Inf */
     int32_t man;          /* fraction bits of sig */
@@ -575,7 +577,7 @@ static int fp_tc_fast(fp_tc_mat A, fp_tc_mat B, int64_t M, int64_t K, int64_t Kp
                 eap[d] = in ? ta->e8[code] : (int8_t)FP_TC_ZEXP8;
                 if (wide) {
                     lap[d] = in ? ta->l8[code] : (int8_t)FP_TC_NOLSB;
-                    asp[d] = in && ta->neg[code] ? FP_TC_NC : 0;
+                    asp[d] = (uint8_t)(in * ta->neg[code] * FP_TC_NC);
                 }
                 special += in ? ta->special[code] : 0;
             }
@@ -594,9 +596,8 @@ static int fp_tc_fast(fp_tc_mat A, fp_tc_mat B, int64_t M, int64_t K, int64_t Kp
                     bvp[d + l] = tb->val[code];
                     ebp[d + l] = tb->e8[code];
                     if (wide) {
-                        const int8_t l8 = tb->l8[code];
-                        lrow[l] = tb->neg[code] ? l8 : (int8_t)FP_TC_NOLSB;              /* for a >= 0 */
-                        lrow[FP_TC_NC + l] = tb->neg[code] ? (int8_t)FP_TC_NOLSB : l8;   /* for a < 0 */
+                        lrow[l] = tb->l8neg[code];                 /* read by a >= 0 */
+                        lrow[FP_TC_NC + l] = tb->l8pos[code];      /* read by a < 0 */
                     }
                     special += tb->special[code];
                 }

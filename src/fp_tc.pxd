@@ -20,6 +20,8 @@ cdef extern from "fp_tc.h" nogil:
         float val[256]
         int8_t e8[256]
         int8_t l8[256]
+        int8_t l8neg[256]
+        int8_t l8pos[256]
         uint8_t neg[256]
         uint8_t special[256]
         int32_t man
