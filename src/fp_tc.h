@@ -297,6 +297,7 @@ static int64_t fp_tc_count_special(fp_tc_mat X, int64_t R, int64_t C, const fp_t
 
 #define FP_TC_NC 32
 #define FP_TC_MR 4
+#define FP_TC_MB 16
 #define FP_TC_ZEXP (-100000)
 #define FP_TC_ZEXP8 (-128)
 #define FP_TC_NOLSB 127
@@ -608,9 +609,13 @@ static int fp_tc_fast(fp_tc_mat A, fp_tc_mat B, int64_t M, int64_t K, int64_t Kp
                 }
             }
         }
+        /* tiles in blocks of FP_TC_MB row panels: a block of A (FP_TC_MB * FP_TC_MR
+         * rows) stays in cache while the column panels of B pass */
 #pragma omp for schedule(dynamic, 4)
         for (int64_t t = 0; t < npan * nib; t++) {
-            const int64_t q = t / nib, ib = t % nib;
+            const int64_t mb = t / (npan * FP_TC_MB), rest = t % (npan * FP_TC_MB);
+            const int64_t rows_in_block = nib - mb * FP_TC_MB < FP_TC_MB ? nib - mb * FP_TC_MB : FP_TC_MB;
+            const int64_t q = rest / rows_in_block, ib = mb * FP_TC_MB + rest % rows_in_block;
             const int64_t i0 = ib * FP_TC_MR, j0 = q * FP_TC_NC;
             const int nr = (int)(M - i0 < FP_TC_MR ? M - i0 : FP_TC_MR);
             const int nc = (int)(N - j0 < FP_TC_NC ? N - j0 : FP_TC_NC);
