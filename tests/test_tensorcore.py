@@ -261,6 +261,14 @@ def test_c_input_rules(rng):
         TC(c_input="beta")
 
 
+def test_c_with_dask_operands_is_refused():
+    from extras import need
+    da = need("dask.array", 'pip install "fixedpoint[dask]"')
+    a = da.from_array(np.full((4, 32), 0x38, np.uint8), chunks=(2, 32))
+    with pytest.raises(TypeError, match="c: an input C is not supported with dask operands"):
+        fp.fp8_matmul(a, a.T, "e4m3", c=0.0, acc=TC.hopper_mma_sync_fp8())
+
+
 def test_inf_operands_meet_c():
     """An infinite product is added to C as IEEE does: Inf + -Inf is NaN."""
     mma = TC.hopper_mma_sync_fp8()
