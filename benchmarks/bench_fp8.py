@@ -39,17 +39,77 @@ class FromFP8:
         fp.from_fp8(self.codes, fmt, num_threads=threads)
 
 
+_ACCS = {
+    "hopper": fp.TensorCoreAccumulator.hopper_fp8(),
+    "hopper_fast": fp.TensorCoreAccumulator.hopper_fp8(fast_accum=True),
+    "exact": fp.TensorCoreAccumulator.exact(),
+}
+
+
+def _fp8_operands(size, seed=7):
+    g = rng(seed)
+    a = fp.to_fp8(g.standard_normal((size, size)).astype(np.float32), "e4m3")
+    b = fp.to_fp8(g.standard_normal((size, size)).astype(np.float32), "e4m3")
+    return a, b
+
+
 class FP8Matmul:
-    params = ([256, 1024] if LARGE else [128, 256], [False, True], THREADS)
-    param_names = ["size", "fast_accum", "threads"]
+    """E4M3 x E4M3 GEMM through the tensor-core models (the Hopper ones run on
+    the SIMD kernels, the exact sum on the general one)."""
+    params = ([256, 1024] if LARGE else [128, 256], list(_ACCS), THREADS)
+    param_names = ["size", "acc", "threads"]
 
-    def setup(self, size, fast_accum, threads):
-        g = rng(7)
-        self.a = fp.to_fp8(g.standard_normal((size, size)).astype(np.float32), "e4m3", saturate=True)
-        self.b = fp.to_fp8(g.standard_normal((size, size)).astype(np.float32), "e4m3", saturate=True)
+    def setup(self, size, acc, threads):
+        self.a, self.b = _fp8_operands(size)
 
-    def time_fp8_matmul(self, size, fast_accum, threads):
-        fp.fp8_matmul(self.a, self.b, fast_accum=fast_accum, num_threads=threads)
+    def time_fp8_matmul(self, size, acc, threads):
+        fp.fp8_matmul(self.a, self.b, acc=_ACCS[acc], num_threads=threads)
 
-    def peakmem_fp8_matmul(self, size, fast_accum, threads):
-        fp.fp8_matmul(self.a, self.b, fast_accum=fast_accum, num_threads=threads)
+    def peakmem_fp8_matmul(self, size, acc, threads):
+        fp.fp8_matmul(self.a, self.b, acc=_ACCS[acc], num_threads=threads)
+
+
+class MMASyncFP8:
+    """The warp-level mma.sync model (general kernel) with an input C."""
+    params = ([64, 256], THREADS)
+    param_names = ["size", "threads"]
+
+    def setup(self, size, threads):
+        self.a, self.b = _fp8_operands(size, 8)
+        self.c = rng(9).standard_normal((size, size)).astype(np.float32)
+        self.acc = fp.TensorCoreAccumulator.hopper_mma_sync_fp8()
+
+    def time_mma_sync(self, size, threads):
+        fp.fp8_matmul(self.a, self.b, c=self.c, acc=self.acc, num_threads=threads)
+
+
+class FP8MatmulVsSgemm:
+    """Issue 13's target as a tracked ratio: Hopper-exact FP8 GEMM time over
+    NumPy's float32 sgemm time on the decoded values, both with the same
+    threads, measured alternately in one process (min of the repetitions)."""
+    params = ([1024], ["hopper", "hopper_fast"], [2])
+    param_names = ["size", "acc", "threads"]
+    unit = "x sgemm time"
+    timeout = 300
+
+    def setup(self, size, acc, threads):
+        try:
+            import threadpoolctl  # noqa: F401  (sets NumPy's BLAS threads)
+        except ImportError:
+            raise NotImplementedError("needs threadpoolctl") from None   # asv: skip
+        self.a, self.b = _fp8_operands(size)
+        self.af, self.bf = fp.from_fp8(self.a), fp.from_fp8(self.b)
+
+    def track_ratio(self, size, acc, threads):
+        import time
+        from threadpoolctl import threadpool_limits
+        best = {"fp8": float("inf"), "sgemm": float("inf")}
+        with threadpool_limits(threads):
+            for _ in range(5):
+                for name, f in (("sgemm", lambda: self.af @ self.bf),
+                                ("fp8", lambda: fp.fp8_matmul(self.a, self.b, acc=_ACCS[acc],
+                                                              num_threads=threads))):
+                    t0 = time.perf_counter()
+                    f()
+                    best[name] = min(best[name], time.perf_counter() - t0)
+        return best["fp8"] / best["sgemm"]

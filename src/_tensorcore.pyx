@@ -1,14 +1,20 @@
 # cython: language_level=3
-"""Compiled tensor-core accumulation kernels (private; ``fixedpoint.tensorcore`` validates)."""
-cimport numpy as cnp
+"""Compiled tensor-core accumulation kernels (private; ``fixedpoint.tensorcore`` validates).
+
+Operands are uint8 code matrices of any strides; per-format tables (built by
+``fixedpoint.tensorcore``) give each code's significand, exponents and value.
+"""
 from cython.parallel cimport prange
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
+from libc.string cimport memcpy
 
 from fp_tc cimport *
 
-cnp.import_array()
-
 ZERO_EXP = FP_TC_ZEXP
+LIMBS = FP_TC_LIMBS
+PATHS = {"auto": FP_TC_PATH_AUTO, "avx2": FP_TC_PATH_AVX2, "avx512": FP_TC_PATH_AVX512}
+
+cdef const uint8_t _ZERO = 0
 
 
 cdef fp_tc_params _params(dict p):
@@ -22,42 +28,118 @@ cdef fp_tc_params _params(dict p):
     return prm
 
 
-def matmul_generic(const int32_t[:, ::1] sa, const int32_t[:, ::1] xa, int ma, int emin_a,
-                   const int32_t[:, ::1] sb, const int32_t[:, ::1] xb, int mb, int emin_b,
-                   float[:, ::1] out, dict params, int nthreads):
-    """The general model, element by element (any parameters)."""
-    cdef fp_tc_params prm = _params(params)
-    cdef int64_t M = sa.shape[0], Kp = sa.shape[1], N = sb.shape[1]
-    if M == 0 or N == 0:
-        return
-    cdef int64_t ci, i0, i1, nchunks = M
-    cdef const int32_t *psa = &sa[0, 0] if Kp > 0 else NULL
-    cdef const int32_t *pxa = &xa[0, 0] if Kp > 0 else NULL
-    cdef const int32_t *psb = &sb[0, 0] if Kp > 0 else NULL
-    cdef const int32_t *pxb = &xb[0, 0] if Kp > 0 else NULL
-    with nogil:
-        for ci in prange(nchunks, num_threads=nthreads, schedule="static"):
-            fp_tc_generic_rows(psa, pxa, ma, emin_a, psb, pxb, mb, emin_b, &out[0, 0],
-                               ci, ci + 1, Kp, N, &prm)
+cdef fp_tc_table _table(dict t) except *:
+    cdef fp_tc_table tab
+    cdef const int32_t[::1] sig = t["sig"]
+    cdef const int32_t[::1] exp = t["exp"]
+    cdef const float[::1] val = t["val"]
+    cdef const int8_t[::1] e8 = t["e8"]
+    cdef const int8_t[::1] l8 = t["l8"]
+    cdef const int8_t[::1] l8neg = t["l8neg"]
+    cdef const int8_t[::1] l8pos = t["l8pos"]
+    cdef const uint8_t[::1] neg = t["neg"]
+    cdef const uint8_t[::1] special = t["special"]
+    if (sig.shape[0] != 256 or exp.shape[0] != 256 or val.shape[0] != 256 or e8.shape[0] != 256
+            or l8.shape[0] != 256 or l8neg.shape[0] != 256 or l8pos.shape[0] != 256
+            or neg.shape[0] != 256 or special.shape[0] != 256):
+        raise ValueError("table: expected 256 entries per field")
+    memcpy(tab.sig, &sig[0], 256 * sizeof(int32_t))
+    memcpy(tab.exp, &exp[0], 256 * sizeof(int32_t))
+    memcpy(tab.val, &val[0], 256 * sizeof(float))
+    memcpy(tab.e8, &e8[0], 256)
+    memcpy(tab.l8, &l8[0], 256)
+    memcpy(tab.l8neg, &l8neg[0], 256)
+    memcpy(tab.l8pos, &l8pos[0], 256)
+    memcpy(tab.neg, &neg[0], 256)
+    memcpy(tab.special, &special[0], 256)
+    tab.man = t["man"]
+    tab.lo = t["lo"]
+    return tab
 
 
-def matmul_fast(const uint8_t[:, ::1] a, const uint8_t[:, ::1] b, int64_t Kp,
-                const float[::1] lva, const int8_t[::1] lea, const uint8_t[::1] lsa,
-                const float[::1] lvb, const int8_t[::1] leb, const uint8_t[::1] lsb,
-                float[:, ::1] out, dict params, int nthreads):
-    """AVX2 path from the codes.  Returns None when the CPU has no AVX2, else
-    the number of NaN/Inf codes seen in a and b."""
+cdef fp_tc_mat _mat(const uint8_t[:, :] x):
+    cdef fp_tc_mat m
+    m.p = &x[0, 0] if x.shape[0] > 0 and x.shape[1] > 0 else &_ZERO
+    m.rs = x.strides[0]
+    m.cs = x.strides[1]
+    return m
+
+
+def matmul_generic(const uint8_t[:, :] a, const uint8_t[:, :] b, int64_t Kp, kmap, dict ta,
+                   dict tb, c0, float[:, ::1] out, dict params, int nthreads):
+    """The general model, element by element (any parameters).  ``kmap``: None
+    or int64 (Kp,) source indexes (-1: pad); ``c0``: None or float32 (M, N)
+    C-contiguous initial accumulator.  Returns the number of NaN/Inf codes."""
     cdef fp_tc_params prm = _params(params)
+    cdef fp_tc_table tab_a = _table(ta)
+    cdef fp_tc_table tab_b = _table(tb)
     cdef int64_t M = a.shape[0], K = a.shape[1], N = b.shape[1]
-    cdef int64_t nspecial = 0
+    cdef fp_tc_mat A = _mat(a)
+    cdef fp_tc_mat B = _mat(b)
+    cdef const int64_t[::1] km
+    cdef const int64_t *pk = NULL
+    cdef const float[:, ::1] cv
+    cdef const float *pc = NULL
+    if kmap is not None:
+        km = kmap
+        if km.shape[0] != Kp:
+            raise ValueError("kmap: expected Kp entries")
+        if Kp > 0:
+            pk = &km[0]
+    if c0 is not None:
+        cv = c0
+        if cv.shape[0] != M or cv.shape[1] != N:
+            raise ValueError("c0: expected shape (M, N)")
+        if M > 0 and N > 0:
+            pc = &cv[0, 0]
+    if out.shape[0] != M or out.shape[1] != N:
+        raise ValueError("out: expected shape (M, N)")
+    cdef int64_t ci, nspecial
     if M == 0 or N == 0:
         return 0
-    cdef const uint8_t *pa = &a[0, 0] if K > 0 else NULL
-    cdef const uint8_t *pb = &b[0, 0] if K > 0 else NULL
-    cdef int rc
     with nogil:
-        rc = fp_tc_fast(pa, pb, M, K, Kp, N, &lva[0], &lea[0], &lsa[0], &lvb[0], &leb[0],
-                        &lsb[0], &out[0, 0], &prm, nthreads, &nspecial)
+        nspecial = fp_tc_count_special(A, M, K, &tab_a) + fp_tc_count_special(B, K, N, &tab_b)
+        for ci in prange(M, num_threads=nthreads, schedule="static"):
+            fp_tc_generic_rows(A, B, K, Kp, N, pk, &tab_a, &tab_b, pc, &out[0, 0], ci, ci + 1, &prm)
+    return nspecial
+
+
+def matmul_fast(const uint8_t[:, :] a, const uint8_t[:, :] b, int64_t Kp, kmap, dict ta,
+                dict tb, c0, float[:, ::1] out, dict params, str path, int nthreads):
+    """A SIMD path from the codes (``path``: "auto", "avx2" or "avx512").
+    Returns None when the CPU lacks that path, else the number of NaN/Inf codes."""
+    cdef fp_tc_params prm = _params(params)
+    cdef fp_tc_table tab_a = _table(ta)
+    cdef fp_tc_table tab_b = _table(tb)
+    cdef int64_t M = a.shape[0], K = a.shape[1], N = b.shape[1]
+    cdef fp_tc_mat A = _mat(a)
+    cdef fp_tc_mat B = _mat(b)
+    cdef int ipath = PATHS[path]
+    cdef const int64_t[::1] km
+    cdef const int64_t *pk = NULL
+    cdef const float[:, ::1] cv
+    cdef const float *pc = NULL
+    cdef int64_t nspecial = 0
+    cdef int rc
+    if kmap is not None:
+        km = kmap
+        if km.shape[0] != Kp:
+            raise ValueError("kmap: expected Kp entries")
+        if Kp > 0:
+            pk = &km[0]
+    if c0 is not None:
+        cv = c0
+        if cv.shape[0] != M or cv.shape[1] != N:
+            raise ValueError("c0: expected shape (M, N)")
+        if M > 0 and N > 0:
+            pc = &cv[0, 0]
+    if out.shape[0] != M or out.shape[1] != N:
+        raise ValueError("out: expected shape (M, N)")
+    if M == 0 or N == 0:
+        return 0
+    with nogil:
+        rc = fp_tc_fast(A, B, M, K, Kp, N, pk, &tab_a, &tab_b, pc, &out[0, 0], &prm, ipath,
+                        nthreads, &nspecial)
     if rc == -1:
         raise MemoryError("fp8_matmul: out of memory for the packed operands")
     return None if rc == -2 else nspecial

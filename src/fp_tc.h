@@ -1,9 +1,9 @@
-/* Tensor-core style block accumulation of FP8 products (docs/semantics.md section 4).
+/* Tensor-core style block accumulation of FP8 products (docs/tensorcore.md).
  *
  * For one output element, with a running block result c (starting at 0):
  *   1. K is split into blocks of `block` products (zero padded);
- *   2. each product a*b is exact; its exponent is ea + eb (operands' unbiased
- *      exponents, subnormals counted at emin): significands in [1, 4);
+ *   2. each product a*b is exact; its exponent is ea + eb (the operands'
+ *      exponents as the tables give them): significands in [1, 4);
  *   3. E = max(exponents of the block's nonzero products, floor(log2|c|));
  *   4. every term (products and c) is truncated toward zero to a multiple of
  *      2^(E - frac_bits);
@@ -11,20 +11,31 @@
  *   6. the sum is rounded (toward zero on Hopper) to res_frac + 1
  *      significant bits: the new c.
  * With promotion, every `promote` K-elements c is added into an IEEE float32
- * accumulator (round to nearest even) and restarts from 0.
+ * accumulator (round to nearest even), which starts at C (or 0), and c
+ * restarts from 0.  frac_bits = -1 means exact block sums (one block per
+ * promotion slice, or the whole K), rounded once.
  *
- * Operands arrive decoded: a signed integer significand `sig` (with the
- * format's man_bits fraction bits) and the unbiased exponent `exp`, so that
- * value = sig * 2^(exp - man_bits); zero has sig = 0.
+ * Operands arrive as uint8 codes with strides and per-format tables
+ * (fp_tc_table): value = sig * 2^(exp - man).  An optional `kmap` gives, for
+ * each padded k, the source column of A / row of B (-1: a zero pad); it
+ * reorders K inside a promotion slice (the mma.sync interleave).
+ *
+ * Ranges (checked by the Python wrapper, never here): every nonzero value and
+ * every exponent lies in [2^-60, 2^61); frac_bits <= 40; man <= 7.  Then
+ * products lie in [2^-120, 2^122), every truncated term and every block sum is
+ * a multiple of 2^-120 (so a nonzero block result is a normal float32), and a
+ * block result may only overflow float32 at the top, which fp_round_sum
+ * handles as IEEE rounding does.
  */
 #ifndef FP_TC_H
 #define FP_TC_H
 
+#include <float.h>
 #include <math.h>
 #include "fp_common.h"
 
 typedef struct {
-    int64_t block;      /* products per block; K (padded) for one block per slice */
+    int64_t block;      /* products per block; the slice (or K) for exact sums */
     int32_t frac_bits;  /* alignment: terms truncated to 2^(E - frac_bits); -1 = exact */
     int32_t res_frac;   /* fraction bits kept in each block result (<= 23) */
     int32_t exact_exp;  /* 1: product exponent = floor(log2|p|); 0: ea + eb */
@@ -32,15 +43,41 @@ typedef struct {
     int64_t promote;    /* K-elements per promotion into float32; 0 = never */
 } fp_tc_params;
 
+/* Per-code tables of one operand format (built by fixedpoint/tensorcore.py). */
+typedef struct {
+    int32_t sig[256];     /* signed integer significand; 0 for zero, NaN and Inf */
+    int32_t exp[256];     /* exponent: value = sig * 2^(exp - man) */
+    float val[256];       /* the value (exact in float32); 0 for NaN and Inf */
+    int8_t e8[256];       /* exp for the fast kernels; -128 for zero, NaN and Inf */
+    int8_t l8[256];       /* exponent of the value's lowest set bit; 127 for zero, NaN, Inf */
+    int8_t l8neg[256];    /* l8 for negative values, 127 for the rest */
+    int8_t l8pos[256];    /* l8 for positive values, 127 for the rest */
+    uint8_t neg[256];     /* 1 for a negative nonzero finite value */
+    uint8_t special[256]; /* 1 for NaN and Inf */
+    int32_t man;          /* fraction bits of sig */
+    int32_t lo;           /* min over nonzero codes of exp - man: weight of the lowest bit */
+} fp_tc_table;
+
+/* A strided uint8 matrix: element (r, c) at p[r * rs + c * cs]. */
+typedef struct {
+    const uint8_t *p;
+    int64_t rs, cs;
+} fp_tc_mat;
+
 typedef __int128 fp_i128;
 typedef unsigned __int128 fp_u128;
 
-/* trunc(v * 2^shift) toward zero, for |v| < 2^63. */
+/* The source k of padded position k: kmap[k], or k itself below K (-1: a pad). */
+static inline int64_t fp_tc_src(const int64_t *kmap, int64_t k, int64_t K) {
+    if (kmap) return kmap[k];
+    return k < K ? k : -1;
+}
+
+/* trunc(v * 2^shift) toward zero, for |v| < 2^63 and shift <= 63: callers pass
+ * shift <= frac_bits <= 40 (a term's exponent never exceeds E), so the result
+ * is below 2^103 in magnitude.  A shift <= -64 leaves nothing: exactly 0. */
 static inline fp_i128 fp_shift_trunc(int64_t v, int64_t shift) {
-    if (shift >= 0) {
-        if (shift > 62) shift = 62;   /* callers keep shift small; clamp for safety */
-        return (fp_i128)v * ((fp_i128)1 << shift);
-    }
+    if (shift >= 0) return (fp_i128)v * ((fp_i128)1 << shift);
     if (shift <= -64) return 0;
     const uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
     const uint64_t q = mag >> (-shift);
@@ -54,7 +91,9 @@ static inline int fp_bitlen128(fp_u128 u) {
 }
 
 /* S * 2^L rounded to p significant bits (toward zero or nearest even), as a
- * float32.  p <= 24, and the result stays a normal float32 here. */
+ * float32.  p <= 24; |S| < 2^127.  The result is never below 2^-126 (see the
+ * ranges above).  Above float32's range it is +-Inf when rounding to nearest
+ * and the largest p-bit value when truncating, as IEEE rounding gives. */
 static inline float fp_round_sum(fp_i128 S, int64_t L, int p, int rne) {
     if (S == 0) return 0.0f;
     const int neg = S < 0;
@@ -68,6 +107,10 @@ static inline float fp_round_sum(fp_i128 S, int64_t L, int p, int rne) {
         if (rne && (rem > half || (rem == half && (u & 1)))) u += 1;
         L += drop;
     }
+    if (L + fp_bitlen128(u) - 1 > 127) {
+        const float big = rne ? INFINITY : ldexpf((float)((1u << p) - 1u), 128 - p);
+        return neg ? -big : big;
+    }
     const float v = ldexpf((float)(uint64_t)u, (int)L);   /* u <= 2^24: exact */
     return neg ? -v : v;
 }
@@ -79,38 +122,106 @@ static inline int32_t fp_f32_exp(float x) {
     return (int32_t)((b >> 23) & 0xffu) - 127;
 }
 
-/* The general kernel, one output element at a time: rows [i0, i1).
- * sa, xa: M x Kp significands and exponents of A (row-major);
- * sb, xb: Kp x N of B; out: M x N float32. */
-static void fp_tc_generic_rows(const int32_t *sa, const int32_t *xa, int32_t ma, int32_t emin_a,
-                               const int32_t *sb, const int32_t *xb, int32_t mb, int32_t emin_b,
-                               float *out, int64_t i0, int64_t i1, int64_t Kp, int64_t N,
+/* ------------------------------------------------------------------ */
+/* An exact accumulator for any span of exponents: radix-2^32 digits held in
+ * int64 limbs, carries propagated lazily.  The wrapper checks that the
+ * largest possible sum fits 32 * (FP_TC_LIMBS - 1) bits above the lowest
+ * product weight, so the top limb never overflows. */
+#define FP_TC_LIMBS 12
+#define FP_TC_LIMB_PENDING 65536
+
+typedef struct {
+    int64_t d[FP_TC_LIMBS];
+    int32_t pending;
+} fp_tc_long;
+
+static inline void fp_long_clear(fp_tc_long *x) {
+    memset(x->d, 0, sizeof x->d);
+    x->pending = 0;
+}
+
+/* Every limb but the top one into [0, 2^32); the top one keeps the sign. */
+static inline void fp_long_carry(fp_tc_long *x) {
+    for (int i = 0; i < FP_TC_LIMBS - 1; i++) {
+        const int64_t t = x->d[i];
+        const int64_t low = (int64_t)((uint64_t)t & 0xffffffffu);
+        x->d[i] = low;
+        x->d[i + 1] += (t - low) / ((int64_t)1 << 32);   /* exact division */
+    }
+    x->pending = 0;
+}
+
+/* x += P * 2^shift for |P| < 2^16, 0 <= shift < 32 * (FP_TC_LIMBS - 1):
+ * the limb gains less than 2^47, and carries run every 2^16 additions. */
+static inline void fp_long_add(fp_tc_long *x, int64_t P, int64_t shift) {
+    x->d[shift >> 5] += P * ((int64_t)1 << (shift & 31));
+    if (++x->pending == FP_TC_LIMB_PENDING) fp_long_carry(x);
+}
+
+/* The accumulated value times 2^L, rounded to p significant bits. */
+static inline float fp_long_round(fp_tc_long *x, int64_t L, int p, int rne) {
+    fp_long_carry(x);
+    const int neg = x->d[FP_TC_LIMBS - 1] < 0;
+    if (neg) {
+        for (int i = 0; i < FP_TC_LIMBS; i++) x->d[i] = -x->d[i];
+        fp_long_carry(x);
+    }
+    int t = FP_TC_LIMBS - 1;
+    while (t >= 0 && x->d[t] == 0) t--;
+    if (t < 0) return 0.0f;
+    /* up to three limbs (65 or more significant bits) and a sticky bit below:
+     * far more than p + 2 bits, so the rounding sees the exact value's side */
+    const int lo = t >= 2 ? t - 2 : 0;
+    fp_u128 u = 0;
+    for (int i = t; i >= lo; i--) u = (u << 32) | (fp_u128)(uint64_t)x->d[i];
+    int sticky = 0;
+    for (int i = 0; i < lo; i++) sticky |= x->d[i] != 0;
+    u |= (fp_u128)sticky;
+    const fp_i128 S = neg ? -(fp_i128)u : (fp_i128)u;
+    return fp_round_sum(S, L + 32 * (int64_t)lo, p, rne);
+}
+
+/* ------------------------------------------------------------------ */
+/* The general kernel, one output element at a time: rows [i0, i1) of
+ * out (M x N, row-major).  c0: the initial float32 accumulator (M x N,
+ * row-major) or NULL for 0; only used with promotion. */
+static void fp_tc_generic_rows(fp_tc_mat A, fp_tc_mat B, int64_t K, int64_t Kp, int64_t N,
+                               const int64_t *kmap, const fp_tc_table *ta, const fp_tc_table *tb,
+                               const float *c0, float *out, int64_t i0, int64_t i1,
                                const fp_tc_params *prm) {
     const int p = prm->res_frac + 1;
     const int64_t f = prm->frac_bits;
+    const int64_t ma = ta->man, mb = tb->man;
+    fp_tc_long big;
     for (int64_t i = i0; i < i1; i++) {
         for (int64_t j = 0; j < N; j++) {
-            float acc = 0.0f, c = 0.0f;
+            float acc = c0 ? c0[i * N + j] : 0.0f, c = 0.0f;
             for (int64_t k0 = 0; k0 < Kp; k0 += prm->block) {
                 const int64_t k1 = k0 + prm->block < Kp ? k0 + prm->block : Kp;
                 if (f < 0) {
-                    /* exact: every product as an integer multiple of 2^L */
-                    const int64_t L = (int64_t)emin_a - ma + emin_b - mb;
-                    fp_i128 S = 0;
+                    /* exact: every product as an integer multiple of 2^(lo_a + lo_b);
+                     * c is 0 here: an exact block spans a whole promotion slice */
+                    fp_long_clear(&big);
                     for (int64_t k = k0; k < k1; k++) {
-                        const int64_t P = (int64_t)sa[i * Kp + k] * sb[k * N + j];
+                        const int64_t s = fp_tc_src(kmap, k, K);
+                        if (s < 0) continue;
+                        const uint8_t ca = A.p[i * A.rs + s * A.cs], cb = B.p[s * B.rs + j * B.cs];
+                        const int64_t P = (int64_t)ta->sig[ca] * tb->sig[cb];
                         if (!P) continue;
-                        S += (fp_i128)P * ((fp_i128)1 << (xa[i * Kp + k] - emin_a + xb[k * N + j] - emin_b));
+                        fp_long_add(&big, P, (ta->exp[ca] - ma - ta->lo) + (tb->exp[cb] - mb - tb->lo));
                     }
-                    /* c is 0 here: an exact block spans a whole promotion slice */
-                    c = fp_round_sum(S, L, p, prm->rne);
-                } else {
+                    c = fp_long_round(&big, (int64_t)ta->lo + tb->lo, p, prm->rne);
+                } else if (isfinite(c)) {
+                    /* (an infinite c, from an overflowing block, stays infinite) */
                     int64_t E = INT64_MIN;
                     if (c != 0.0f) E = fp_f32_exp(c);
                     for (int64_t k = k0; k < k1; k++) {
-                        const int64_t P = (int64_t)sa[i * Kp + k] * sb[k * N + j];
+                        const int64_t s = fp_tc_src(kmap, k, K);
+                        if (s < 0) continue;
+                        const uint8_t ca = A.p[i * A.rs + s * A.cs], cb = B.p[s * B.rs + j * B.cs];
+                        const int64_t P = (int64_t)ta->sig[ca] * tb->sig[cb];
                         if (!P) continue;
-                        int64_t pe = (int64_t)xa[i * Kp + k] + xb[k * N + j];
+                        int64_t pe = (int64_t)ta->exp[ca] + tb->exp[cb];
                         if (prm->exact_exp) {
                             const uint64_t mag = P < 0 ? (uint64_t)0 - (uint64_t)P : (uint64_t)P;
                             pe += (63 - __builtin_clzll(mag)) - ma - mb;
@@ -120,9 +231,12 @@ static void fp_tc_generic_rows(const int32_t *sa, const int32_t *xa, int32_t ma,
                     if (E != INT64_MIN) {
                         fp_i128 S = 0;
                         for (int64_t k = k0; k < k1; k++) {
-                            const int64_t P = (int64_t)sa[i * Kp + k] * sb[k * N + j];
+                            const int64_t s = fp_tc_src(kmap, k, K);
+                            if (s < 0) continue;
+                            const uint8_t ca = A.p[i * A.rs + s * A.cs], cb = B.p[s * B.rs + j * B.cs];
+                            const int64_t P = (int64_t)ta->sig[ca] * tb->sig[cb];
                             if (!P) continue;
-                            const int64_t e = (int64_t)xa[i * Kp + k] + xb[k * N + j] - ma - mb;
+                            const int64_t e = (int64_t)ta->exp[ca] + tb->exp[cb] - ma - mb;
                             S += fp_shift_trunc(P, e - E + f);
                         }
                         if (c != 0.0f) {
@@ -144,30 +258,59 @@ static void fp_tc_generic_rows(const int32_t *sa, const int32_t *xa, int32_t ma,
     }
 }
 
+/* Number of NaN/Inf codes in rows [0, R) x columns [0, C) of a strided matrix. */
+static int64_t fp_tc_count_special(fp_tc_mat X, int64_t R, int64_t C, const fp_tc_table *t) {
+    int64_t n = 0;
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t c = 0; c < C; c++) n += t->special[X.p[r * X.rs + c * X.cs]];
+    return n;
+}
+
 /* ------------------------------------------------------------------ */
-/* Fast path (AVX2), for exponent = ea + eb, frac_bits >= 0, block sums that
- * float32 holds exactly ((4 * block + 2) * 2^frac_bits <= 2^24) and operand
- * exponents that fit the int8 lanes below (the wrapper checks).
+/* Fast paths, for exponent = ea + eb, frac_bits >= 0 and formats whose
+ * exponents fit the int8 lanes (the wrapper checks the exact conditions:
+ * tensorcore.py::_fast_path).  Both are bit-identical to the general kernel.
  *
- * Inside a block every truncated term is an integer multiple of 2^(E - f)
- * smaller than 2^(f + 2), so scaling the exact float32 products by 2^(f - E)
- * and truncating with cvttps gives the integer terms; their int32 sum is
- * exact, and converting it back to float32 is exact too.  Rounding the
- * block result to res_frac bits is done on the float's bits.
+ * AVX-512 (FP_TC_PATH_AVX512), the floor-and-count kernel.  For one block
+ * and one output element, in units of u = 2^(E - f), every term x_k is
+ * trunc(x_k): floor(x_k) for x_k >= 0 and floor(x_k) + 1 for a negative x_k
+ * that is not an integer.  So
+ *     sum trunc(x_k) = sum floor(x_k) + #{k: x_k < 0 and x_k not a multiple of u}.
+ * The first sum is one fused multiply-add per term, rounded toward zero
+ * ({rz-sae}) into an accumulator biased to 1.5 * 2^23 u: the accumulator
+ * stays in [2^23 u, 2^24 u), where float32's spacing is exactly u, so
+ * RZ(acc + a*b) = acc + floor(a*b / u) * u (the product is exact inside the
+ * FMA).  The count is int8 arithmetic: a*b is a multiple of u iff
+ * lsb(a) + lsb(b) >= E - f (lsb: exponent of the lowest set bit), and the
+ * product is negative iff the signs differ, which picks one of two lsb rows
+ * of B per element of A (b < 0 lanes, or b > 0 lanes; the rest hold 127).
+ * E itself is a max over int8 lanes (exponent sums, zero operands at -128).
+ * Bounds: (4 * block + 2) * 2^f <= 2^22 keeps the accumulator in its binade;
+ * block <= 127 keeps the count in int8.
  *
- * E is found on int8 lanes (32 per vector): ea + eb with saturation, zero
- * operands carrying -128 so that they never win.
- *
- * Layout: A values M x Kp float, exponents M x Kp int8 (row-major); B in
- * panels of FP_TC_NC = 32 columns: values (q * Kp + k) * 32 + l (float),
- * exponents likewise (int8).  A tile is FP_TC_MR rows x 32 columns. */
+ * AVX2 (FP_TC_PATH_AVX2): products scaled by 2^(f - E) and truncated with
+ * cvttps (exact integers when (4 * block + 2) * 2^f <= 2^24), summed in int32.
+ */
+#define FP_TC_PATH_AUTO 0
+#define FP_TC_PATH_AVX2 1
+#define FP_TC_PATH_AVX512 2
+
 #define FP_TC_NC 32
 #define FP_TC_MR 4
+#define FP_TC_MB 16
 #define FP_TC_ZEXP (-100000)
 #define FP_TC_ZEXP8 (-128)
+#define FP_TC_NOLSB 127
 
 #if FP_HAVE_AVX2_KERNELS
 #include <immintrin.h>
+
+#define FP_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+static inline int fp_cpu_has_avx512(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512vl");
+}
 
 FP_TARGET_AVX2 static inline __m256 fp_pow2_ps(__m256i e) {
     /* 2^e for -126 <= e <= 127 */
@@ -183,11 +326,13 @@ FP_TARGET_AVX2 static inline __m256i fp_cexp(__m256 c) {
     return _mm256_blendv_epi8(ce, _mm256_set1_epi32(FP_TC_ZEXP), cz);
 }
 
-/* FP_TC_MR rows x 32 columns, written to dst (row stride ldd): nrows x ncols. */
+/* AVX2 tile: FP_TC_MR rows x 32 columns.  A: values and int8 exponents,
+ * row-major with row stride Kp; B: one panel, (k * 32 + l).  acc0: the
+ * initial float32 accumulator (row stride ldc) or NULL; dst: nrows x ncols. */
 FP_TARGET_AVX2 static void fp_tc_tile_avx2(const float *av, const int8_t *ea, int64_t Kp,
                                            const float *bv, const int8_t *eb,
-                                           const fp_tc_params *prm, float *dst, int64_t ldd,
-                                           int nrows, int ncols) {
+                                           const fp_tc_params *prm, const float *acc0, int64_t ldc,
+                                           float *dst, int64_t ldd, int nrows, int ncols) {
     __m256 c[FP_TC_MR][4], acc[FP_TC_MR][4];
     const int64_t block = prm->block;
     const __m256i vf = _mm256_set1_epi32(prm->frac_bits);
@@ -197,8 +342,15 @@ FP_TARGET_AVX2 static void fp_tc_tile_avx2(const float *av, const int8_t *ea, in
     const __m256i half_m1 = _mm256_set1_epi32(dropbits > 0 ? (int)((1u << (dropbits - 1)) - 1u) : 0);
     const __m256i one = _mm256_set1_epi32(1);
     const __m128i vdrop = _mm_cvtsi32_si128(dropbits);
-    for (int r = 0; r < FP_TC_MR; r++)
-        for (int v = 0; v < 4; v++) c[r][v] = acc[r][v] = _mm256_setzero_ps();
+    for (int r = 0; r < FP_TC_MR; r++) {
+        float tmp[FP_TC_NC] = {0};
+        if (acc0 && r < nrows)
+            for (int l = 0; l < ncols; l++) tmp[l] = acc0[r * ldc + l];
+        for (int v = 0; v < 4; v++) {
+            c[r][v] = _mm256_setzero_ps();
+            acc[r][v] = _mm256_loadu_ps(tmp + 8 * v);
+        }
+    }
     for (int64_t k0 = 0; k0 < Kp; k0 += block) {
         const int64_t k1 = k0 + block;
         /* pass 1: the largest product exponent, 32 lanes at a time */
@@ -252,19 +404,143 @@ FP_TARGET_AVX2 static void fp_tc_tile_avx2(const float *av, const int8_t *ea, in
         for (int l = 0; l < ncols; l++) dst[r * ldd + l] = tmp[l];
     }
 }
+
+/* AVX-512 tile (floor and count, see above): FP_TC_MR rows x 32 columns.
+ * A (one panel of FP_TC_MR rows): per k, FP_TC_MR values av, exponents ea,
+ * lowest-bit exponents la and the offsets as of their B lsb row (0 or 32)
+ * at [k * FP_TC_MR + r].  B (one panel): per k, 32 values bv and exponents
+ * eb at [k * 32 + l], and two rows of lowest-bit exponents at
+ * [(2k + s) * 32 + l]: s = 0 holds the lanes with b < 0, s = 1 those with
+ * b > 0, 127 elsewhere. */
+#define FP_TC_RZ (_MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC)
+
+FP_TARGET_AVX512 static void fp_tc_tile_avx512(const float *av, const int8_t *ea, const int8_t *la,
+                                               const uint8_t *as, int64_t Kp, const float *bv,
+                                               const int8_t *eb, const int8_t *lb,
+                                               const fp_tc_params *prm, const float *acc0, int64_t ldc,
+                                               float *dst, int64_t ldd, int nrows, int ncols) {
+    __m512 c[FP_TC_MR][2], acc[FP_TC_MR][2];
+    const int64_t block = prm->block;
+    const int f = prm->frac_bits;
+    const int dropbits = 23 - prm->res_frac;
+    const __m512i keep = _mm512_set1_epi32((int)(0xffffffffu << dropbits));
+    const __m512i half_m1 = _mm512_set1_epi32(dropbits > 0 ? (int)((1u << (dropbits - 1)) - 1u) : 0);
+    const __m512i one = _mm512_set1_epi32(1);
+    const __mmask32 colmask = ncols >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << ncols) - 1u);
+    int c_zero = 1;                       /* every c is 0 (at the start and after a promotion) */
+    for (int r = 0; r < FP_TC_MR; r++) {
+        for (int v = 0; v < 2; v++) {
+            c[r][v] = _mm512_setzero_ps();
+            acc[r][v] = _mm512_setzero_ps();
+            if (acc0 && r < nrows)
+                acc[r][v] = _mm512_maskz_loadu_ps((__mmask16)(colmask >> (16 * v)), acc0 + r * ldc + 16 * v);
+        }
+    }
+    for (int64_t k0 = 0; k0 < Kp; k0 += block) {
+        const int64_t k1 = k0 + block;
+        /* pass 1: E, the largest product exponent, on int8 lanes */
+        __m256i E8[FP_TC_MR];
+        for (int r = 0; r < FP_TC_MR; r++) E8[r] = _mm256_set1_epi8(FP_TC_ZEXP8);
+        for (int64_t k = k0; k < k1; k++) {
+            const __m256i e = _mm256_loadu_si256((const __m256i *)(eb + k * FP_TC_NC));
+            for (int r = 0; r < FP_TC_MR; r++)
+                E8[r] = _mm256_max_epi8(E8[r], _mm256_adds_epi8(e, _mm256_set1_epi8(ea[k * FP_TC_MR + r])));
+        }
+        /* merge c's exponent; biases, spacings, c's truncated term, E - f as int8.
+         * Bit patterns: ulp = 2^(E - f), bias = 1.5 * 2^(23 + E - f) = ulp's
+         * pattern + (23 << 23) + 0x400000, up = 2^(f - E). */
+        __m512 P[FP_TC_MR][2], bias[FP_TC_MR][2], ulp[FP_TC_MR][2];
+        __m256i T8[FP_TC_MR], cnt[FP_TC_MR];
+        const __m512i g0 = _mm512_set1_epi32(127 - f);
+        for (int r = 0; r < FP_TC_MR; r++) {
+            const __m512i w[2] = {_mm512_cvtepi8_epi32(_mm256_castsi256_si128(E8[r])),
+                                  _mm512_cvtepi8_epi32(_mm256_extracti128_si256(E8[r], 1))};
+            __m128i t8[2];
+            for (int v = 0; v < 2; v++) {
+                __m512i E = _mm512_max_epi32(w[v], _mm512_set1_epi32(-64));
+                if (!c_zero) {
+                    const __m512i cb = _mm512_castps_si512(c[r][v]);
+                    const __m512i ce = _mm512_maskz_sub_epi32(
+                        _mm512_test_epi32_mask(cb, _mm512_set1_epi32(0x7fffffff)),
+                        _mm512_srli_epi32(_mm512_and_si512(cb, _mm512_set1_epi32(0x7fffffff)), 23),
+                        _mm512_set1_epi32(127));          /* floor(log2|c|); 0 where c == 0 */
+                    E = _mm512_mask_max_epi32(E, _mm512_test_epi32_mask(cb, _mm512_set1_epi32(0x7fffffff)),
+                                              E, ce);
+                }
+                const __m512i ub = _mm512_add_epi32(_mm512_slli_epi32(E, 23), _mm512_slli_epi32(g0, 23));
+                ulp[r][v] = _mm512_castsi512_ps(ub);
+                bias[r][v] = _mm512_castsi512_ps(_mm512_add_epi32(ub, _mm512_set1_epi32((23 << 23) | 0x400000)));
+                P[r][v] = bias[r][v];
+                if (!c_zero) {
+                    const __m512 up = _mm512_castsi512_ps(_mm512_sub_epi32(_mm512_set1_epi32(254 << 23), ub));
+                    const __m512 tc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvttps_epi32(_mm512_mul_ps(c[r][v], up))),
+                                                    ulp[r][v]);                           /* exact */
+                    P[r][v] = _mm512_add_ps(bias[r][v], tc);                              /* exact */
+                }
+                t8[v] = _mm512_cvtepi32_epi8(_mm512_sub_epi32(E, _mm512_set1_epi32(f)));
+            }
+            T8[r] = _mm256_inserti128_si256(_mm256_castsi128_si256(t8[0]), t8[1], 1);
+            cnt[r] = _mm256_setzero_si256();
+        }
+        /* pass 2: one FMA per term rounded toward zero, and the count */
+        for (int64_t k = k0; k < k1; k++) {
+            const __m512 b0 = _mm512_loadu_ps(bv + k * FP_TC_NC), b1 = _mm512_loadu_ps(bv + k * FP_TC_NC + 16);
+            const int8_t *lbk = lb + 2 * k * FP_TC_NC;
+            for (int r = 0; r < FP_TC_MR; r++) {
+                const int64_t ix = k * FP_TC_MR + r;
+                const __m512 a = _mm512_set1_ps(av[ix]);
+                P[r][0] = _mm512_fmadd_round_ps(a, b0, P[r][0], FP_TC_RZ);
+                P[r][1] = _mm512_fmadd_round_ps(a, b1, P[r][1], FP_TC_RZ);
+                const __m256i l = _mm256_loadu_si256((const __m256i *)(lbk + as[ix]));
+                const __m256i thr = _mm256_subs_epi8(T8[r], _mm256_set1_epi8(la[ix]));
+                cnt[r] = _mm256_sub_epi8(cnt[r], _mm256_cmpgt_epi8(thr, l));
+            }
+        }
+        const int promote_now = prm->promote && (k1 % prm->promote == 0 || k1 == Kp);
+        for (int r = 0; r < FP_TC_MR; r++) {
+            const __m512i cw[2] = {_mm512_cvtepi8_epi32(_mm256_castsi256_si128(cnt[r])),
+                                   _mm512_cvtepi8_epi32(_mm256_extracti128_si256(cnt[r], 1))};
+            for (int v = 0; v < 2; v++) {
+                /* the exact block sum: (P - bias) + count * ulp, both multiples of
+                 * ulp below 2^23 ulp, so the fused add rounds nothing */
+                const __m512 S = _mm512_fmadd_ps(_mm512_cvtepi32_ps(cw[v]), ulp[r][v],
+                                                 _mm512_sub_ps(P[r][v], bias[r][v]));
+                __m512i sb = _mm512_castps_si512(S);
+                if (prm->rne && dropbits > 0)
+                    sb = _mm512_add_epi32(sb, _mm512_add_epi32(half_m1,
+                                                               _mm512_and_si512(_mm512_srli_epi32(sb, (unsigned)dropbits), one)));
+                c[r][v] = _mm512_castsi512_ps(_mm512_and_si512(sb, keep));   /* sign-magnitude */
+                if (promote_now) {
+                    acc[r][v] = _mm512_add_ps(acc[r][v], c[r][v]);           /* IEEE, nearest even */
+                    c[r][v] = _mm512_setzero_ps();
+                }
+            }
+        }
+        c_zero = promote_now;
+    }
+    for (int r = 0; r < nrows; r++)
+        for (int v = 0; v < 2; v++)
+            _mm512_mask_storeu_ps(dst + r * ldd + 16 * v, (__mmask16)(colmask >> (16 * v)),
+                                  prm->promote ? acc[r][v] : c[r][v]);
+}
 #endif
 
-/* Fast path driver, straight from the codes: a (M x K) and b (K x N) uint8
- * codes, row-major; per-format tables give each code's float32 value (0 for
- * NaN/Inf), int8 exponent (-128 for zero) and whether it is NaN or Inf.
- * K is zero-padded to Kp.  *nspecial receives the number of NaN/Inf codes.
- * Returns 0, -1 when memory ran out, -2 without AVX2. */
-static int fp_tc_fast(const uint8_t *a, const uint8_t *b, int64_t M, int64_t K, int64_t Kp,
-                      int64_t N, const float *lva, const int8_t *lea, const uint8_t *lsa,
-                      const float *lvb, const int8_t *leb, const uint8_t *lsb, float *out,
-                      const fp_tc_params *prm, int nthreads, int64_t *nspecial) {
+/* Fast path driver, straight from the codes.  A: M x K, B: K x N (strided);
+ * K is zero-padded (or reordered by kmap) to Kp.  c0: initial float32
+ * accumulator (M x N, row-major) or NULL.  *nspecial receives the number of
+ * NaN/Inf codes (those read as zero here).  path: FP_TC_PATH_*.
+ * Returns 0, -1 when memory ran out, -2 when the path is not available.
+ * Memory: one packed copy of each operand (AVX-512: 7 bytes per element;
+ * AVX2: 5), allocated before any thread starts. */
+static int fp_tc_fast(fp_tc_mat A, fp_tc_mat B, int64_t M, int64_t K, int64_t Kp, int64_t N,
+                      const int64_t *kmap, const fp_tc_table *ta, const fp_tc_table *tb,
+                      const float *c0, float *out, const fp_tc_params *prm, int path, int nthreads,
+                      int64_t *nspecial) {
 #if FP_HAVE_AVX2_KERNELS
-    if (!fp_cpu_has_avx2()) return -2;
+    if (path == FP_TC_PATH_AUTO) path = fp_cpu_has_avx512() ? FP_TC_PATH_AVX512 : FP_TC_PATH_AVX2;
+    if (path == FP_TC_PATH_AVX512 && !fp_cpu_has_avx512()) return -2;
+    if (path == FP_TC_PATH_AVX2 && !fp_cpu_has_avx2()) return -2;
+    const int wide = path == FP_TC_PATH_AVX512;
     const int64_t npan = (N + FP_TC_NC - 1) / FP_TC_NC;
     const int64_t mp = (M + FP_TC_MR - 1) / FP_TC_MR * FP_TC_MR;
     const int64_t nib = mp / FP_TC_MR;
@@ -272,51 +548,94 @@ static int fp_tc_fast(const uint8_t *a, const uint8_t *b, int64_t M, int64_t K, 
     const size_t na = (size_t)(mp * Kp > 0 ? mp * Kp : 1);
     float *bvp = (float *)malloc(nb * sizeof(float));
     int8_t *ebp = (int8_t *)malloc(nb);
+    int8_t *lbp = wide ? (int8_t *)malloc(2 * nb) : NULL;
     float *ap = (float *)malloc(na * sizeof(float));
     int8_t *eap = (int8_t *)malloc(na);
-    if (!bvp || !ebp || !ap || !eap) {
-        free(bvp); free(ebp); free(ap); free(eap);
+    int8_t *lap = wide ? (int8_t *)malloc(na) : NULL;
+    uint8_t *asp = wide ? (uint8_t *)malloc(na) : NULL;
+    if (!bvp || !ebp || !ap || !eap || (wide && (!lbp || !lap || !asp))) {
+        free(bvp); free(ebp); free(lbp); free(ap); free(eap); free(lap); free(asp);
         return -1;
     }
     int64_t special = 0;
 #pragma omp parallel num_threads(nthreads)
     {
+        /* A: AVX2 row-major (i * Kp + k); AVX-512 panels of FP_TC_MR rows
+         * ((ib * Kp + k) * FP_TC_MR + r).  Pads and zeros: value 0, exponent
+         * -128, lowest bit 127; as holds the byte offset of the B lsb row that
+         * the element reads (0: the b < 0 lanes, for a >= 0; 32: b > 0, for a < 0). */
 #pragma omp for schedule(static) reduction(+ : special)
-        for (int64_t i = 0; i < mp; i++)
+        for (int64_t i = 0; i < mp; i++) {
+            const int64_t dstep = wide ? FP_TC_MR : 1;
+            const int64_t d0 = wide ? (i / FP_TC_MR) * Kp * FP_TC_MR + i % FP_TC_MR : i * Kp;
+            const uint8_t *row = A.p + (i < M ? i : 0) * A.rs;
             for (int64_t k = 0; k < Kp; k++) {
-                const int in = i < M && k < K;
-                const uint8_t code = in ? a[i * K + k] : 0;
-                ap[i * Kp + k] = in ? lva[code] : 0.0f;
-                eap[i * Kp + k] = in ? lea[code] : (int8_t)FP_TC_ZEXP8;
-                special += in ? lsa[code] : 0;
-            }
-#pragma omp for schedule(static) reduction(+ : special)
-        for (int64_t q = 0; q < npan; q++)
-            for (int64_t k = 0; k < Kp; k++)
-                for (int64_t l = 0; l < FP_TC_NC; l++) {
-                    const int64_t j = q * FP_TC_NC + l, d = (q * Kp + k) * FP_TC_NC + l;
-                    const int in = j < N && k < K;
-                    const uint8_t code = in ? b[k * N + j] : 0;
-                    bvp[d] = in ? lvb[code] : 0.0f;
-                    ebp[d] = in ? leb[code] : (int8_t)FP_TC_ZEXP8;
-                    special += in ? lsb[code] : 0;
+                const int64_t s = i < M ? fp_tc_src(kmap, k, K) : -1;
+                const int in = s >= 0;
+                const uint8_t code = in ? row[s * A.cs] : 0;
+                const int64_t d = d0 + k * dstep;
+                ap[d] = in ? ta->val[code] : 0.0f;
+                eap[d] = in ? ta->e8[code] : (int8_t)FP_TC_ZEXP8;
+                if (wide) {
+                    lap[d] = in ? ta->l8[code] : (int8_t)FP_TC_NOLSB;
+                    asp[d] = (uint8_t)(in * ta->neg[code] * FP_TC_NC);
                 }
+                special += in ? ta->special[code] : 0;
+            }
+        }
+#pragma omp for schedule(static) reduction(+ : special)
+        for (int64_t q = 0; q < npan; q++) {
+            const int64_t nl = N - q * FP_TC_NC < FP_TC_NC ? N - q * FP_TC_NC : FP_TC_NC;
+            for (int64_t k = 0; k < Kp; k++) {
+                const int64_t s = fp_tc_src(kmap, k, K);
+                const int64_t d = (q * Kp + k) * FP_TC_NC;
+                const int64_t n = s >= 0 ? nl : 0;       /* lanes holding codes; the rest pads */
+                const uint8_t *src = B.p + (s >= 0 ? s : 0) * B.rs + q * FP_TC_NC * B.cs;
+                int8_t *lrow = wide ? lbp + 2 * d : NULL;
+                for (int64_t l = 0; l < n; l++) {
+                    const uint8_t code = src[l * B.cs];
+                    bvp[d + l] = tb->val[code];
+                    ebp[d + l] = tb->e8[code];
+                    if (wide) {
+                        lrow[l] = tb->l8neg[code];                 /* read by a >= 0 */
+                        lrow[FP_TC_NC + l] = tb->l8pos[code];      /* read by a < 0 */
+                    }
+                    special += tb->special[code];
+                }
+                for (int64_t l = n; l < FP_TC_NC; l++) {
+                    bvp[d + l] = 0.0f;
+                    ebp[d + l] = (int8_t)FP_TC_ZEXP8;
+                    if (wide) lrow[l] = lrow[FP_TC_NC + l] = (int8_t)FP_TC_NOLSB;
+                }
+            }
+        }
+        /* tiles in blocks of FP_TC_MB row panels: a block of A (FP_TC_MB * FP_TC_MR
+         * rows) stays in cache while the column panels of B pass */
 #pragma omp for schedule(dynamic, 4)
         for (int64_t t = 0; t < npan * nib; t++) {
-            const int64_t q = t / nib, ib = t % nib;
+            const int64_t mb = t / (npan * FP_TC_MB), rest = t % (npan * FP_TC_MB);
+            const int64_t rows_in_block = nib - mb * FP_TC_MB < FP_TC_MB ? nib - mb * FP_TC_MB : FP_TC_MB;
+            const int64_t q = rest / rows_in_block, ib = mb * FP_TC_MB + rest % rows_in_block;
             const int64_t i0 = ib * FP_TC_MR, j0 = q * FP_TC_NC;
-            fp_tc_tile_avx2(ap + i0 * Kp, eap + i0 * Kp, Kp, bvp + q * Kp * FP_TC_NC,
-                            ebp + q * Kp * FP_TC_NC, prm, out + i0 * N + j0, N,
-                            (int)(M - i0 < FP_TC_MR ? M - i0 : FP_TC_MR),
-                            (int)(N - j0 < FP_TC_NC ? N - j0 : FP_TC_NC));
+            const int nr = (int)(M - i0 < FP_TC_MR ? M - i0 : FP_TC_MR);
+            const int nc = (int)(N - j0 < FP_TC_NC ? N - j0 : FP_TC_NC);
+            const float *a0 = c0 ? c0 + i0 * N + j0 : NULL;
+            if (wide)
+                fp_tc_tile_avx512(ap + ib * Kp * FP_TC_MR, eap + ib * Kp * FP_TC_MR, lap + ib * Kp * FP_TC_MR,
+                                  asp + ib * Kp * FP_TC_MR, Kp, bvp + q * Kp * FP_TC_NC,
+                                  ebp + q * Kp * FP_TC_NC, lbp + 2 * q * Kp * FP_TC_NC, prm, a0, N,
+                                  out + i0 * N + j0, N, nr, nc);
+            else
+                fp_tc_tile_avx2(ap + i0 * Kp, eap + i0 * Kp, Kp, bvp + q * Kp * FP_TC_NC,
+                                ebp + q * Kp * FP_TC_NC, prm, a0, N, out + i0 * N + j0, N, nr, nc);
         }
     }
-    free(bvp); free(ebp); free(ap); free(eap);
+    free(bvp); free(ebp); free(lbp); free(ap); free(eap); free(lap); free(asp);
     *nspecial = special;
     return 0;
 #else
-    (void)a; (void)b; (void)M; (void)K; (void)Kp; (void)N; (void)lva; (void)lea; (void)lsa;
-    (void)lvb; (void)leb; (void)lsb; (void)out; (void)prm; (void)nthreads; (void)nspecial;
+    (void)A; (void)B; (void)M; (void)K; (void)Kp; (void)N; (void)kmap; (void)ta; (void)tb;
+    (void)c0; (void)out; (void)prm; (void)path; (void)nthreads; (void)nspecial;
     return -2;
 #endif
 }
