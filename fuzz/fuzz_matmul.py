@@ -31,7 +31,7 @@ def _ints(fdp, shape, f):
 
 
 def _int_case(fdp):
-    f = fp.formats.as_int_format(INT_FORMATS[fdp.ConsumeIntInRange(0, len(INT_FORMATS) - 1)])
+    f = fp.formats.as_format(INT_FORMATS[fdp.ConsumeIntInRange(0, len(INT_FORMATS) - 1)])
     acc = fp.Accumulator(fdp.ConsumeIntInRange(8, 64), ["wrap", "saturate"][fdp.ConsumeBool()],
                          fdp.ConsumeIntInRange(1, 40))
     m, k, n = (fdp.ConsumeIntInRange(0, 5), fdp.ConsumeIntInRange(0, 70), fdp.ConsumeIntInRange(0, 5))
@@ -50,8 +50,8 @@ def _int_case(fdp):
 
 
 def _fp8_case(fdp):
-    fa = fp.formats.as_float_format(["e4m3", "e5m2"][fdp.ConsumeBool()])
-    fb = fp.formats.as_float_format(["e4m3", "e5m2"][fdp.ConsumeBool()])
+    fa = fp.formats.as_format(["e4m3", "e5m2"][fdp.ConsumeBool()])
+    fb = fp.formats.as_format(["e4m3", "e5m2"][fdp.ConsumeBool()])
     acc = TC[fdp.ConsumeIntInRange(0, len(TC) - 1)]
     m, k, n = (fdp.ConsumeIntInRange(0, 3), fdp.ConsumeIntInRange(0, 80), fdp.ConsumeIntInRange(0, 3))
 
@@ -62,7 +62,7 @@ def _fp8_case(fdp):
         c[bad] = 0
         return c
     a, b = codes((m, k), fa), codes((k, n), fb)
-    got = fp.fp8_matmul(a, b, fa, fb, accumulator=acc)
+    got = fp.fp8_matmul(a, b, (fa, fb), acc=acc)
     want = ref.fp8_matmul(a, b, fa, fb, acc)
     assert got.view(np.uint32).tolist() == want.view(np.uint32).tolist(), (a, b, acc)
 
