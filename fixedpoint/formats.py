@@ -146,10 +146,10 @@ class FloatFormat:
     name: str = field(default="", compare=False)
 
     def __post_init__(self):
-        for field in ("exp_bits", "man_bits"):
-            v = getattr(self, field)
+        for attr in ("exp_bits", "man_bits"):
+            v = getattr(self, attr)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
-                raise TypeError(f"FloatFormat: {field} must be an int, got {type(v).__name__}")
+                raise TypeError(f"FloatFormat: {attr} must be an int, got {type(v).__name__}")
         e, m = int(self.exp_bits), int(self.man_bits)
         if e < 1 or m < 0 or 1 + e + m > 8:
             raise ValueError(

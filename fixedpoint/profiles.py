@@ -35,13 +35,13 @@ import math
 import sys
 import typing
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .accumulate import Accumulator
-from .blockscaled import KINDS, MX_ELEMENTS, NVFP4_ARITHMETIC, SCALE_RULES, BlockScaledMMA
+from .blockscaled import MX_ELEMENTS, NVFP4_ARITHMETIC, SCALE_RULES, BlockScaledMMA
 from .calibrate import CALIBRATION
 from .formats import FloatFormat, IntFormat, as_format
 from .fp8 import OVERFLOW_MODES, ROUNDING_MODES

@@ -324,7 +324,7 @@ def qlinear(x_q, w_q, fmt, *, bias_q=None, x_zero_point=0, w_zero_point=0, multi
             raise ValueError(f"{name}: outside the {f.name} range [{f.min}, {f.max}]")
     check_int_range(X, "x_q", fx.min, fx.max, f"the {fx.name}")
     check_int_range(W, "w_q", fw.min, fw.max, f"the {fw.name}")
-    N, K = W.shape[1], W.shape[0]
+    N = W.shape[1]
     b = np.zeros(N, np.int64)
     if bias_q is not None:
         b = as_integer_array(bias_q, "bias_q").astype(np.int64)

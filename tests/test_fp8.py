@@ -10,8 +10,9 @@ import pytest
 import fixedpoint as fp
 from fixedpoint import _reference as ref
 from fixedpoint.formats import FLOAT_FORMATS, FloatFormat, as_format
+from extras import need
 
-ml_dtypes = pytest.importorskip("ml_dtypes")
+ml_dtypes = need("ml_dtypes", 'pip install ml_dtypes')
 
 OVF = {True: "saturate", False: "nonfinite"}
 

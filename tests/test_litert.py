@@ -260,7 +260,7 @@ def _tie_accs(real, center, count=4):
     code under test."""
     from fractions import Fraction
     q, s = ref.tflite_quantize_multiplier(float(real))
-    left, right = max(s, 0), max(-s, 0)
+    left = max(s, 0)
     out = []
     if q:
         out += _near(center, _solve(q << left, 1 << 30, 1 << 31), count)     # high multiply
@@ -305,7 +305,6 @@ def _tie_targets(reals, rng, per_channel=12):
 def _realize(chans, x_zp):
     """Inputs and per-channel bias such that the exact sums are the targets, with a
     (channels, 2 * channels) one-hot weight matrix (1 and 127 per channel)."""
-    C, P = len(chans), len(chans[0][1])
     T = np.array([t for _, t in chans], np.int64)                 # C x P, exact sums
     bias = np.clip((T.max(1) + T.min(1)) // 2, -2**31, 2**31 - 1)
     d = T - bias[:, None]

@@ -5,7 +5,6 @@ and the cost figures follow the documented formulas (computed here by hand)."""
 import dataclasses
 import json
 
-import numpy as np
 import pytest
 
 import fixedpoint as fp

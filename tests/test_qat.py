@@ -5,7 +5,6 @@ reproduces PTQ with no training, and recovers what PTQ loses at 2 bits."""
 import dataclasses
 import doctest
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -674,7 +673,7 @@ def test_convnet_module_without_training_is_the_graph_runners_ptq():
 
 
 def _small_graph():
-    onnx = need("onnx", 'pip install "fixedpoint[models]"')
+    need("onnx", 'pip install "fixedpoint[models]"')
     from onnx import TensorProto, helper, numpy_helper
     r = np.random.default_rng(5)
     inits = [numpy_helper.from_array(r.standard_normal((4, 1, 3, 3)).astype(np.float32), "cw"),
@@ -720,7 +719,7 @@ def test_graph_module_is_the_graph_runner(name, rng):
 
 
 def test_graph_module_refuses_what_it_cannot_build():
-    onnx = need("onnx", 'pip install "fixedpoint[models]"')
+    need("onnx", 'pip install "fixedpoint[models]"')
     from onnx import TensorProto, helper
     g = helper.make_graph([helper.make_node("Erf", ["x"], ["y"], name="erf")], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],

@@ -8,8 +8,10 @@ from hypothesis import given, strategies as st
 import fixedpoint as fp
 from fixedpoint.quantization import expand_param, round_values
 
-ort = pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
+from extras import need
+
+ort = need("onnxruntime", 'pip install "fixedpoint[test]"')
+onnx = need("onnx", 'pip install "fixedpoint[models]"')
 from onnx import TensorProto, helper  # noqa: E402
 
 ONNX_TYPE = {"int8": TensorProto.INT8, "uint8": TensorProto.UINT8, "int4": TensorProto.INT4,

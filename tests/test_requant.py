@@ -7,8 +7,10 @@ import pytest
 import fixedpoint as fp
 from fixedpoint import _reference as ref
 
-ort = pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
+from extras import need
+
+ort = need("onnxruntime", 'pip install "fixedpoint[test]"')
+onnx = need("onnx", 'pip install "fixedpoint[models]"')
 from onnx import TensorProto, helper  # noqa: E402
 
 

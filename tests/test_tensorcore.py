@@ -1,6 +1,5 @@
 """FP8 tensor-core GEMM: every recorded Hopper element, slow references, every kernel path."""
 
-import math
 from fractions import Fraction
 
 import numpy as np
@@ -12,8 +11,9 @@ from fixedpoint import _reference as ref
 from fixedpoint import tensorcore
 from fixedpoint.formats import FloatFormat, as_float_format
 from conftest import load_cases
+from extras import need
 
-ml_dtypes = pytest.importorskip("ml_dtypes")
+ml_dtypes = need("ml_dtypes", 'pip install ml_dtypes')
 
 TC = fp.TensorCoreAccumulator
 OUT = {"f32": ("float32", np.int32), "f16": ("float16", np.int16), "bf16": ("bfloat16", np.int16)}
@@ -262,7 +262,6 @@ def test_c_input_rules(rng):
 
 
 def test_c_with_dask_operands_is_refused():
-    from extras import need
     da = need("dask.array", 'pip install "fixedpoint[dask]"')
     a = da.from_array(np.full((4, 32), 0x38, np.uint8), chunks=(2, 32))
     with pytest.raises(TypeError, match="c: an input C is not supported with dask operands"):
