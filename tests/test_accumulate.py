@@ -8,6 +8,7 @@ from fixedpoint import _reference as ref
 from conftest import load_cases
 
 HOPPER_INT8 = fp.Accumulator(32, "saturate", block=32)
+WRAP32 = fp.Accumulator(32, "wrap")
 
 
 def test_hopper_int_mm_every_element(data_dir):
@@ -16,10 +17,10 @@ def test_hopper_int_mm_every_element(data_dir):
     assert len(cases) == 6
     for case in cases:
         a, b, out = z[case["id"] + "_a"], z[case["id"] + "_b"], z[case["id"] + "_out"]
-        got = fp.matmul(a, b, "int8", HOPPER_INT8)
+        got = fp.matmul(a, b, "int8", acc=HOPPER_INT8)
         np.testing.assert_array_equal(got, out, err_msg=case["id"])
         # the recorded flags say whether a wrapping accumulator would agree
-        wrapped = fp.matmul(a, b, "int8", fp.Accumulator(32, "wrap"))
+        wrapped = fp.matmul(a, b, "int8", acc=fp.Accumulator(32, "wrap"))
         assert np.array_equal(wrapped, out) == case["eq_wrap"], case["id"]
 
 
@@ -42,17 +43,17 @@ def test_hopper_int_mm_order(data_dir):
     for case in cases:
         a, b = _order_case(case)
         assert int(a.astype(np.int64) @ b.astype(np.int64)) == case["exact"]
-        assert fp.dot(a, b, "int8", HOPPER_INT8) == case["got"], case
+        assert fp.dot(a, b, "int8", acc=HOPPER_INT8) == case["got"], case
         # a wrapping accumulator would give the exact sum modulo 2^32
         wrapped = (case["exact"] + 2**31) % 2**32 - 2**31
-        assert (fp.dot(a, b, "int8") == case["got"]) == (wrapped == case["got"])
+        assert (fp.dot(a, b, "int8", acc=WRAP32) == case["got"]) == (wrapped == case["got"])
 
 
 def test_hopper_worked_case():
     # K = 278528 up_then_down: GPU -116391937 = 2^31 - 1 - 139264 * 16256
     a, b = _order_case({"K": 278528, "order": "up_then_down"})
-    assert fp.dot(a, b, "int8", HOPPER_INT8) == 2**31 - 1 - 139264 * 16256
-    value, overflows = fp.dot(a, b, "int8", HOPPER_INT8, return_overflow=True)
+    assert fp.dot(a, b, "int8", acc=HOPPER_INT8) == 2**31 - 1 - 139264 * 16256
+    value, overflows = fp.dot(a, b, "int8", acc=HOPPER_INT8, return_overflow=True)
     assert overflows > 0
 
 
@@ -61,11 +62,11 @@ def test_mma_s8_tiles(data_dir, mode):
     z = np.load(data_dir / "mma_s8.npz")
     a, b, c, d = (z[f"{mode}_{k}"] for k in "abcd")
     acc = fp.Accumulator(32, "wrap") if mode == "wrap" else fp.Accumulator(32, "saturate", block=32)
-    got = fp.matmul(a, b, "int8", acc, c=c)
+    got = fp.matmul(a, b, "int8", acc=acc, c=c)
     np.testing.assert_array_equal(got, d)
     # half the tiles start at the int32 edge: the two modes must differ somewhere
     other = fp.Accumulator(32, "saturate", block=32) if mode == "wrap" else fp.Accumulator(32, "wrap")
-    assert not np.array_equal(fp.matmul(a, b, "int8", other, c=c), d)
+    assert not np.array_equal(fp.matmul(a, b, "int8", acc=other, c=c), d)
 
 
 FMTS = ["int8", "uint8", "int4", "uint4", "int2", "int16", "int12"]
@@ -101,14 +102,14 @@ def matmul_case(draw):
 @given(matmul_case())
 def test_matmul_matches_reference(case):
     fmt, a, b, acc, c = case
-    got, counts = fp.matmul(a.astype(fmt.dtype), b.astype(fmt.dtype), fmt, acc, c=c,
+    got, counts = fp.matmul(a.astype(fmt.dtype), b.astype(fmt.dtype), fmt, acc=acc, c=c,
                             return_overflow=True)
     want, want_counts = ref.matmul(a, b, acc.bits, acc.overflow, acc.block, c)
     assert got.dtype == acc.dtype
     np.testing.assert_array_equal(got.astype(object), want)
     np.testing.assert_array_equal(counts.astype(object), want_counts)
     # without counts (the fast path for 8-bit operands) the values are the same
-    np.testing.assert_array_equal(fp.matmul(a, b, fmt, acc, c=c), got)
+    np.testing.assert_array_equal(fp.matmul(a, b, fmt, acc=acc, c=c), got)
 
 
 @pytest.mark.parametrize("fmt", ["int8", "uint8"])
@@ -122,7 +123,7 @@ def test_fast_kernel_large_against_reference(fmt, acc, rng):
     a = rng.choice([f.min, f.max, 0, 1], (M, K)).astype(f.dtype)
     b = rng.choice([f.min, f.max], (K, N)).astype(f.dtype)
     c = rng.integers(-2**31, 2**31, (M, N))
-    got, counts = fp.matmul(a, b, f, acc, c=c, return_overflow=True)
+    got, counts = fp.matmul(a, b, f, acc=acc, c=c, return_overflow=True)
     want, want_counts = ref.matmul(a, b, 32, acc.overflow, acc.block, c)
     np.testing.assert_array_equal(got.astype(object), want)
     np.testing.assert_array_equal(counts.astype(object), want_counts)
@@ -135,7 +136,7 @@ def test_wrap_equals_exact_sum_modulo(rng):
     exact = a.astype(np.int64) @ b.astype(np.int64) + c
     wrapped = ((exact + 2**31) % 2**32) - 2**31
     for block in (1, 8, 32, 517):
-        np.testing.assert_array_equal(fp.matmul(a, b, acc=fp.Accumulator(32, "wrap", block), c=c),
+        np.testing.assert_array_equal(fp.matmul(a, b, "int8", acc=fp.Accumulator(32, "wrap", block), c=c),
                                       wrapped)
 
 
@@ -144,9 +145,9 @@ def test_threads_do_not_change_bits(rng):
     b = rng.choice([-128, 127, -5], (700, 90)).astype(np.int8)
     for acc in (fp.Accumulator(32, "saturate", 32), fp.Accumulator(32, "wrap"),
                 fp.Accumulator(16, "saturate", 7)):
-        r1 = fp.matmul(a, b, acc=acc, num_threads=1, return_overflow=True)
-        r2 = fp.matmul(a, b, acc=acc, num_threads=2, return_overflow=True)
-        r3 = fp.matmul(a, b, acc=acc, num_threads=3, return_overflow=True)
+        r1 = fp.matmul(a, b, "int8", acc=acc, num_threads=1, return_overflow=True)
+        r2 = fp.matmul(a, b, "int8", acc=acc, num_threads=2, return_overflow=True)
+        r3 = fp.matmul(a, b, "int8", acc=acc, num_threads=3, return_overflow=True)
         for x, y, z in zip(r1, r2, r3):
             np.testing.assert_array_equal(x, y)
             np.testing.assert_array_equal(x, z)
@@ -167,27 +168,27 @@ def test_batched_and_vectors(rng):
 def test_overflow_counts_16bit():
     a = np.full((1, 4), 127, np.int8)
     b = np.full((4, 1), 127, np.int8)
-    value, n = fp.matmul(a, b, acc=fp.Accumulator(16, "saturate"), return_overflow=True)
+    value, n = fp.matmul(a, b, "int8", acc=fp.Accumulator(16, "saturate"), return_overflow=True)
     assert value[0, 0] == 32767 and n[0, 0] == 2     # 16129, 32258, clamp, clamp
-    value, n = fp.matmul(a, b, acc=fp.Accumulator(16, "wrap"), return_overflow=True)
+    value, n = fp.matmul(a, b, "int8", acc=fp.Accumulator(16, "wrap"), return_overflow=True)
     assert value[0, 0] == 4 * 16129 - 65536 and n[0, 0] == 1
 
 
 def test_empty_shapes():
-    assert fp.matmul(np.zeros((0, 3), np.int8), np.zeros((3, 2), np.int8)).shape == (0, 2)
-    np.testing.assert_array_equal(fp.matmul(np.zeros((2, 0), np.int8), np.zeros((0, 3), np.int8)),
+    assert fp.matmul(np.zeros((0, 3), np.int8), np.zeros((3, 2), np.int8), "int8").shape == (0, 2)
+    np.testing.assert_array_equal(fp.matmul(np.zeros((2, 0), np.int8), np.zeros((0, 3), np.int8), "int8"),
                                   np.zeros((2, 3)))
     np.testing.assert_array_equal(
-        fp.matmul(np.zeros((2, 0), np.int8), np.zeros((0, 3), np.int8), c=[[1, 2, 3]]),
+        fp.matmul(np.zeros((2, 0), np.int8), np.zeros((0, 3), np.int8), "int8", c=[[1, 2, 3]]),
         [[1, 2, 3], [1, 2, 3]])
 
 
 def test_bad_arguments():
     a = np.zeros((2, 3), np.int8)
     with pytest.raises(ValueError, match="inner dimensions differ"):
-        fp.matmul(a, np.zeros((4, 2), np.int8))
+        fp.matmul(a, np.zeros((4, 2), np.int8), "int8")
     with pytest.raises(TypeError, match="acc: expected an Accumulator"):
-        fp.matmul(a, a.T, acc="int32")
+        fp.matmul(a, a.T, "int8", acc="int32")
     with pytest.raises(ValueError, match="bits: accumulator width must be between 8 and 64"):
         fp.Accumulator(65)
     with pytest.raises(ValueError, match="overflow: expected one of"):
@@ -195,13 +196,13 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="block: expected a positive int"):
         fp.Accumulator(32, "wrap", 0)
     with pytest.raises(ValueError, match="c: value 2147483648 .* outside the 32-bit accumulator"):
-        fp.matmul(a, a.T, c=[[2**31]])
+        fp.matmul(a, a.T, "int8", c=[[2**31]])
     with pytest.raises(TypeError, match="a: expected integers"):
-        fp.matmul(a.astype(float), a.T)
+        fp.matmul(a.astype(float), a.T, "int8")
     with pytest.raises(ValueError, match="b: value 200"):
-        fp.matmul(a, np.full((3, 2), 200))
+        fp.matmul(a, np.full((3, 2), 200), "int8")
     with pytest.raises(ValueError, match="scalar"):
-        fp.matmul(3, 4)
+        fp.matmul(3, 4, "int8")
 
 
 def test_no_overflow_shortcut_boundary():
@@ -214,11 +215,11 @@ def test_no_overflow_shortcut_boundary():
     acc = fp.Accumulator(32, "saturate", block=2)
     edge = 2**31 - 1 - K * 16384
     for c0 in (edge, edge + 1, -edge, 2**31 - 1):
-        got, n = fp.matmul(a, b, acc=acc, c=[[c0]], return_overflow=True)
+        got, n = fp.matmul(a, b, "int8", acc=acc, c=[[c0]], return_overflow=True)
         want, want_n = ref.matmul(a, b, 32, "saturate", 2, [[c0]])
         assert got[0, 0] == want[0, 0] and n[0, 0] == want_n[0, 0], c0
-    assert fp.matmul(a, b, acc=acc, c=[[edge]])[0, 0] == 2**31 - 1
-    assert fp.matmul(a, b, acc=acc, c=[[edge + 1]], return_overflow=True)[1][0, 0] == 1
+    assert fp.matmul(a, b, "int8", acc=acc, c=[[edge]])[0, 0] == 2**31 - 1
+    assert fp.matmul(a, b, "int8", acc=acc, c=[[edge + 1]], return_overflow=True)[1][0, 0] == 1
 
 
 def test_hopper_int_mm_clamps_every_16_products(data_dir):
@@ -229,9 +230,9 @@ def test_hopper_int_mm_clamps_every_16_products(data_dir):
     z = np.load(data_dir / "int_mm_block_probe.npz")
     a, want = z["a"], z["out"]
     b = np.full((a.shape[1], want.shape[1]), -128, np.int8)
-    assert fp.matmul(a, b, "int8", fp.Accumulator(32, "saturate", block=16)).tolist() == want.tolist()
+    assert fp.matmul(a, b, "int8", acc=fp.Accumulator(32, "saturate", block=16)).tolist() == want.tolist()
     for block in (8, 32, 64, 128, 256):
-        got = fp.matmul(a, b, "int8", fp.Accumulator(32, "saturate", block=block))
+        got = fp.matmul(a, b, "int8", acc=fp.Accumulator(32, "saturate", block=block))
         assert not np.any(got[:, 0] == want[:, 0]), block
     exact = a.astype(np.int64) @ b[:, :1].astype(np.int64)
     assert not np.any(exact[:, 0] == want[:, 0])
@@ -240,8 +241,8 @@ def test_hopper_int_mm_clamps_every_16_products(data_dir):
     for case in load_cases(z2):
         i = case["id"]
         np.testing.assert_array_equal(
-            fp.matmul(z2[i + "_a"], z2[i + "_b"], "int8", fp.Accumulator(32, "saturate", 16)),
+            fp.matmul(z2[i + "_a"], z2[i + "_b"], "int8", acc=fp.Accumulator(32, "saturate", 16)),
             z2[i + "_out"])
     for case in load_cases(np.load(data_dir / "int_mm_order.npz")):
         x, y = _order_case(case)
-        assert fp.dot(x, y, "int8", fp.Accumulator(32, "saturate", 16)) == case["got"]
+        assert fp.dot(x, y, "int8", acc=fp.Accumulator(32, "saturate", 16)) == case["got"]
