@@ -2,7 +2,9 @@
 
 Metadata lives in pyproject.toml.  The extensions are compiled with OpenMP when
 the compiler accepts ``-fopenmp`` and serially otherwise.  Set
-``FIXEDPOINT_SANITIZE=1`` to build with ``-fsanitize=address,undefined``.
+``FIXEDPOINT_SANITIZE=1`` to build with ``-fsanitize=address,undefined``, and
+``FIXEDPOINT_NO_SIMD=1`` to compile every x86 intrinsic and function clone out
+(the portable C kernels alone, as on a CPU without AVX2 or on arm64).
 """
 import os
 import shutil
@@ -50,6 +52,8 @@ class BuildExt(build_ext):
                    "-fno-omit-frame-pointer", "-g"]
             extra += san
             link += san
+        if os.environ.get("FIXEDPOINT_NO_SIMD"):
+            extra += ["-DFP_NO_AVX2", "-DFP_NO_AVX512", "-DFP_NO_CLONES"]
         for ext in self.extensions:
             ext.extra_compile_args = extra + omp
             ext.extra_link_args = link + omp

@@ -241,17 +241,18 @@ def _matmul_2d(a, b, c0, fa, fb, acc, want_counts, nthreads, path):
             counts = np.empty((M, N), dtype=np.int64) if want_counts else None
             out = _gemm(a, b, c0, path, merge=True, saturate=saturate, bits=acc.bits,
                         pairs=pairs, block=acc.block, plo=plo32, phi=phi32, counts=counts,
-                        nthreads=nthreads)
+                        nthreads=nthreads, maxblk=acc.block * maxterm)
             return out, counts
     return _generic(a, b, c0, acc, want_counts, nthreads)
 
 
-def _gemm(a, b, c0, path, *, merge, saturate, bits, pairs, block, plo, phi, counts, nthreads):
+def _gemm(a, b, c0, path, *, merge, saturate, bits, pairs, block, plo, phi, counts, nthreads,
+          maxblk=0):
     M, N = a.shape[0], b.shape[1]
     out = np.empty((M, N), dtype=np.int32)
     c32 = None if c0 is None else np.ascontiguousarray(c0, dtype=np.int32)
     _int.gemm_i16(a, b, c32, out, counts, _int.GEMM_PATHS[path], merge, saturate, bits, pairs,
-                  block, plo, phi, nthreads)
+                  block, plo, phi, maxblk, nthreads)
     return out
 
 

@@ -129,12 +129,12 @@ def gemm_available(int path):
 
 def gemm_i16(cnp.ndarray a, cnp.ndarray b, c0, int32_t[:, ::1] out, counts, int path,
              bint merge, bint saturate, int bits, bint pair_mode, int64_t block,
-             int32_t plo, int32_t phi, int nthreads):
+             int32_t plo, int32_t phi, int64_t maxblk, int nthreads):
     """out = A @ B (+ c0) on int16 pairs into a register of 8..32 bits.
 
     a, b: 2-D C-contiguous int8/uint8/int16/uint16 whose values fit int16;
-    counts (merge mode only): int64; the caller has proved the mode exact
-    (see fixedpoint/accumulate.py)."""
+    counts (merge mode only): int64; maxblk bounds |block sum| (0: unknown);
+    the caller has proved the mode exact (see fixedpoint/accumulate.py)."""
     if a.ndim != 2 or b.ndim != 2:
         raise ValueError("a and b: expected 2-D arrays")
     cdef int da = _storage(a, "a"), db = _storage(b, "b")
@@ -143,8 +143,8 @@ def gemm_i16(cnp.ndarray a, cnp.ndarray b, c0, int32_t[:, ::1] out, counts, int 
         raise ValueError(f"b: expected {K} rows, got {b.shape[0]}")
     if out.shape[0] != M or out.shape[1] != N:
         raise ValueError(f"out: expected shape {(M, N)}")
-    if not 8 <= bits <= 32 or block < 1 or nthreads < 1 or plo > phi:
-        raise ValueError("bits, block, nthreads or the pair range: out of range")
+    if not 8 <= bits <= 32 or block < 1 or nthreads < 1 or plo > phi or maxblk < 0:
+        raise ValueError("bits, block, nthreads, maxblk or the pair range: out of range")
     cdef const int32_t *pc = NULL
     cdef int64_t *pcnt = NULL
     cdef const int32_t[:, ::1] c0v
@@ -169,7 +169,7 @@ def gemm_i16(cnp.ndarray a, cnp.ndarray b, c0, int32_t[:, ::1] out, counts, int 
     cdef int rc
     with nogil:
         rc = fp_gemm_i16(pa, da, pb, db, pc, po, pcnt, M, K, N, path, merge, saturate, bits,
-                         pair_mode, block, plo, phi, nthreads)
+                         pair_mode, block, plo, phi, maxblk, nthreads)
     if rc == -1:
         raise MemoryError("matmul: out of memory for the packed operands")
     if rc == -2:

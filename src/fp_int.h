@@ -310,6 +310,7 @@ typedef struct {
     int32_t plo, phi; /* pair clamp range */
     int sh;           /* 32 - bits */
     int64_t ld;       /* portable panels: positions per packed row */
+    int64_t maxblk;   /* a bound on |block sum| (merge mode) */
 } fp_merge_t;
 
 /* One register element: c + s (s the exact block sum, |s| < 2^31, and
@@ -346,6 +347,38 @@ typedef void (*fp_tile_fn)(const int32_t *ap, const void *bp, int64_t np, int64_
 #define FP_PMR 4
 #define FP_PNR 4
 
+/* s[r][j] += the terms of positions [q0, q1) (pairs clamped in pair mode). */
+static FP_ALWAYS_INLINE void fp_portable_sums(const int16_t *a, const int16_t *b, int64_t ld,
+                                              int64_t q0, int64_t q1, int32_t plo, int32_t phi,
+                                              const int pairclamp,
+                                              uint32_t s[FP_PMR][FP_PNR]) {
+    if (!pairclamp) {
+        for (int64_t q = q0; q < q1; q++) {
+            FP_UNROLL for (int r = 0; r < FP_PMR; r++) {
+                FP_UNROLL for (int j = 0; j < FP_PNR; j++)
+                    s[r][j] += (uint32_t)((int32_t)a[r * ld + q] * (int32_t)b[j * ld + q]);
+            }
+        }
+    } else {
+        for (int64_t q = q0; q < q1; q += 2) {
+            FP_UNROLL for (int r = 0; r < FP_PMR; r++) {
+                FP_UNROLL for (int j = 0; j < FP_PNR; j++) {
+                    int32_t t = (int32_t)a[r * ld + q] * (int32_t)b[j * ld + q] +
+                                (int32_t)a[r * ld + q + 1] * (int32_t)b[j * ld + q + 1];
+                    t = t < plo ? plo : t; /* exact: the caller bounds pair sums */
+                    t = t > phi ? phi : t;
+                    s[r][j] += (uint32_t)t;
+                }
+            }
+        }
+    }
+}
+
+/* Merge mode runs of blocks: when no register of the tile can leave its
+ * range within the next n blocks (|register| + n * maxblk <= hi, maxblk
+ * bounding |block sum|), merging those blocks one by one is the same as
+ * adding their total, and nothing overflows: the run is summed in one pass
+ * (one reduction instead of n).  Otherwise one block is merged. */
 static FP_ALWAYS_INLINE void fp_tile_portable_impl(const int32_t *ap32, const void *bpv,
                                                    int64_t np, int64_t blk2, int32_t *c,
                                                    int64_t ldc, int32_t *cnt, int64_t ldn,
@@ -354,42 +387,42 @@ static FP_ALWAYS_INLINE void fp_tile_portable_impl(const int32_t *ap32, const vo
                                                    const int b32, const int counting) {
     const int16_t *a = (const int16_t *)ap32, *b = (const int16_t *)bpv;
     const int64_t ld = mg->ld;
-    const int64_t step = merge ? blk2 : np;
     const int32_t plo = mg->plo, phi = mg->phi;
-    for (int64_t p0 = 0; p0 < np; p0 += step) {
-        const int64_t q0 = 2 * p0, q1 = 2 * (p0 + step < np ? p0 + step : np);
-        uint32_t s[FP_PMR][FP_PNR];
-        memset(s, 0, sizeof s);
-        if (!pairclamp) {
-            for (int64_t q = q0; q < q1; q++) {
-                FP_UNROLL for (int r = 0; r < FP_PMR; r++) {
-                    FP_UNROLL for (int j = 0; j < FP_PNR; j++)
-                        s[r][j] += (uint32_t)((int32_t)a[r * ld + q] * (int32_t)b[j * ld + q]);
+    const int64_t hi = b32 ? INT32_MAX : mg->hi;
+    int64_t p0 = 0;
+    while (p0 < np) {
+        int64_t p1 = np;
+        int single = 0;
+        if (merge) {
+            int64_t gmax = 0;
+            for (int r = 0; r < FP_PMR; r++)
+                for (int j = 0; j < FP_PNR; j++) {
+                    const int64_t v = c[r * ldc + j];
+                    gmax = v < 0 ? (-v > gmax ? -v : gmax) : (v > gmax ? v : gmax);
                 }
-            }
-        } else {
-            for (int64_t q = q0; q < q1; q += 2) {
-                FP_UNROLL for (int r = 0; r < FP_PMR; r++) {
-                    FP_UNROLL for (int j = 0; j < FP_PNR; j++) {
-                        int32_t t = (int32_t)a[r * ld + q] * (int32_t)b[j * ld + q] +
-                                    (int32_t)a[r * ld + q + 1] * (int32_t)b[j * ld + q + 1];
-                        t = t < plo ? plo : t; /* exact: the caller bounds pair sums */
-                        t = t > phi ? phi : t;
-                        s[r][j] += (uint32_t)t;
-                    }
-                }
+            const int64_t room = hi - gmax;
+            const int64_t nsafe = room < 0 ? 0 : (mg->maxblk > 0 ? room / mg->maxblk : np);
+            if (nsafe >= 2) {
+                if (nsafe < (np - p0 + blk2 - 1) / blk2) p1 = p0 + nsafe * blk2;
+            } else {
+                p1 = p0 + blk2 < np ? p0 + blk2 : np;
+                single = 1;
             }
         }
+        uint32_t s[FP_PMR][FP_PNR];
+        memset(s, 0, sizeof s);
+        fp_portable_sums(a, b, ld, 2 * p0, 2 * p1, plo, phi, pairclamp, s);
         for (int r = 0; r < FP_PMR; r++)
             for (int j = 0; j < FP_PNR; j++) {
-                if (merge) {
+                if (single) {
                     fp_merge1(c + r * ldc + j, counting ? cnt + r * ldn + j : NULL, s[r][j], mg,
                               sat, b32);
-                } else {
+                } else { /* modulo 2^32: exact in a run, the sum itself without merges */
                     int32_t *cp = c + r * ldc + j;
                     *cp = fp_u2s32((uint32_t)*cp + s[r][j]);
                 }
             }
+        p0 = p1;
     }
 }
 
@@ -882,13 +915,14 @@ static void *fp_alloc64(size_t n, void **base) {
  *         int16 range; c0: initial register (M x N int32) or NULL;
  *   counts: M x N int64 or NULL (merge mode only);
  *   block: terms per exact block (products, or pairs in pair mode);
- *   pair_mode: terms are pair sums clamped to [plo, phi].
+ *   pair_mode: terms are pair sums clamped to [plo, phi];
+ *   maxblk: a bound on |block sum| (merge mode; 0 when none is known).
  * Returns 0, -1 when memory ran out (nothing is written then), -2 when the
  * path is not available on this build or CPU. */
 static int fp_gemm_i16(const void *a, int a_dtype, const void *b, int b_dtype, const int32_t *c0,
                        int32_t *out, int64_t *counts, int64_t M, int64_t K, int64_t N, int path,
                        int merge, int saturate, int bits, int pair_mode, int64_t block,
-                       int32_t plo, int32_t phi, int nthreads) {
+                       int32_t plo, int32_t phi, int64_t maxblk, int nthreads) {
     if (path < 0 || path >= FP_GEMM_NPATHS || !fp_gemm_path_available(path)) return -2;
     if (M <= 0 || N <= 0) return 0;
     const int mr = merge ? fp_gemm_mr_merge[path] : fp_gemm_mr_sum[path], nr = fp_gemm_nr[path];
@@ -924,6 +958,7 @@ static int fp_gemm_i16(const void *a, int a_dtype, const void *b, int b_dtype, c
     mg.plo = plo;
     mg.phi = phi;
     mg.ld = 2 * kp;
+    mg.maxblk = maxblk;
     int64_t *cnt = merge ? counts : NULL;
     const fp_tile_fn tile = fp_gemm_tile(path, merge, pair_mode, saturate, bits >= 32, cnt != NULL);
     /* Chunks of K (a whole number of blocks) keep the B chunk in L1 while

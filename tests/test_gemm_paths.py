@@ -291,20 +291,22 @@ def test_kernel_wrappers_check_their_arguments():
     b = np.zeros((3, 4), np.int8)
     out = np.empty((2, 4), np.int32)
     p = _int.GEMM_PATHS["portable"]
+
+    def gemm(a=a, b=b, c0=None, out=out, path=p):
+        _int.gemm_i16(a, b, c0, out, None, path, False, False, 32, False, 1, 0, 0, 0, 1)
+
     with pytest.raises(TypeError, match="^a: expected a native int8"):
-        _int.gemm_i16(a.astype(np.int32), b, None, out, None, p, False, False, 32, False, 1, 0, 0, 1)
+        gemm(a=a.astype(np.int32))
     with pytest.raises(ValueError, match="^b: expected a C-contiguous"):
-        _int.gemm_i16(a, np.asfortranarray(np.zeros((3, 4), np.int8)), None, out, None, p, False,
-                      False, 32, False, 1, 0, 0, 1)
+        gemm(b=np.asfortranarray(np.zeros((3, 4), np.int8)))
     with pytest.raises(ValueError, match="^b: expected 3 rows"):
-        _int.gemm_i16(a, b[:2], None, out, None, p, False, False, 32, False, 1, 0, 0, 1)
+        gemm(b=b[:2])
     with pytest.raises(ValueError, match="^out: expected shape"):
-        _int.gemm_i16(a, b, None, out[:1], None, p, False, False, 32, False, 1, 0, 0, 1)
+        gemm(out=out[:1])
     with pytest.raises(ValueError, match="^c0: expected shape"):
-        _int.gemm_i16(a, b, np.zeros((1, 4), np.int32), out, None, p, False, False, 32, False,
-                      1, 0, 0, 1)
+        gemm(c0=np.zeros((1, 4), np.int32))
     with pytest.raises(ValueError, match="^path: instruction path 9"):
-        _int.gemm_i16(a, b, None, out, None, 9, False, False, 32, False, 1, 0, 0, 1)
+        gemm(path=9)
     with pytest.raises(TypeError, match="^out: expected dtype int32"):
         _int.matmul_generic(a.astype(np.int32), b.astype(np.int32), None,
                             np.empty((2, 4), np.int16), None, 1, 32, True, False, 0, 0, 1)

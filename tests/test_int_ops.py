@@ -171,3 +171,38 @@ def test_bad_modes_and_formats():
         fp.mul([1, 2], [1, 2, 3], "int8")
     with pytest.raises(ValueError, match="num_threads"):
         fp.mul(1, 1, "int8", num_threads=0)
+
+
+def test_binop_kernel_checks_before_touching_memory():
+    """The compiled entry point refuses what would read or write out of bounds
+    (its Python-level signature stays binop(op, a, b, out, saturate, lo, hi,
+    bits, nthreads))."""
+    from fixedpoint import _int
+    a = np.zeros(8, np.int8)
+    out = np.empty(8, np.int8)
+    args = (True, -128, 127, 8, 1)
+    with pytest.raises(TypeError, match="^a: expected a native int8"):
+        _int.binop("mul", a.astype(np.int32), a.astype(np.int32), out, *args)
+    with pytest.raises(TypeError, match="^b: expected dtype int8"):
+        _int.binop("mul", a, a.astype(np.uint8), out, *args)
+    with pytest.raises(ValueError, match="^a: expected a C-contiguous"):
+        _int.binop("mul", np.zeros(16, np.int8)[::2], a, out, *args)
+    with pytest.raises(ValueError, match="^a, b and out: sizes differ"):
+        _int.binop("add", a, a, np.empty(4, np.int8), *args)
+    with pytest.raises(ValueError, match="^a, b and out: sizes differ"):
+        _int.binop("add", a, np.zeros(4, np.int8), out, *args)
+    with pytest.raises(TypeError, match="^out: expected dtype int16"):
+        _int.binop("mul_wide", a, a, out, *args)
+    with pytest.raises(ValueError, match="^out: expected a writeable"):
+        ro = np.empty(8, np.int8)
+        ro.flags.writeable = False
+        _int.binop("mul", a, a, ro, *args)
+    with pytest.raises(ValueError, match="^op: expected one of"):
+        _int.binop("div", a, a, out, *args)
+    with pytest.raises(ValueError, match="^bits: expected 1 to 16"):
+        _int.binop("mul", a, a, out, True, -128, 127, 40, 1)
+    with pytest.raises(TypeError, match="^a: expected a native int8"):
+        _int.binop("mul", a.astype(">i2"), a.astype(">i2"), np.empty(8, ">i2"), *args)
+    # and what it accepts still works
+    _int.binop("mul", np.full(8, 100, np.int8), np.full(8, 2, np.int8), out, *args)
+    assert out.tolist() == [127] * 8
