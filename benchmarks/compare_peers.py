@@ -9,6 +9,9 @@ one is reported as missing.
 
     python benchmarks/compare_peers.py            # the sizes of the speed targets
     python benchmarks/compare_peers.py --quick    # small sizes, a smoke test
+    python benchmarks/compare_peers.py --targets-only --nosimd-build DIR
+        # only the speed-target ratios (issue 13), with DIR a build made with
+        # FIXEDPOINT_NO_SIMD=1 (e.g. `FIXEDPOINT_NO_SIMD=1 pip install --no-deps -t DIR .`)
 
 Output: a Markdown table on stdout (and ``--out FILE``).
 """
@@ -17,9 +20,12 @@ from __future__ import annotations
 import argparse
 import ctypes
 import importlib
+import inspect
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -27,6 +33,7 @@ import warnings
 import numpy as np
 
 import fixedpoint as fp
+from fixedpoint.accumulate import PATH_ENV, gemm_path
 
 
 def _optional(name):
@@ -123,20 +130,22 @@ def int8_matmul(tab, size, repeat, threads):
     for t in threads:
         for name, acc in (("wrap", fp.Accumulator(32, "wrap")),
                           ("saturate, block=32", fp.Accumulator(32, "saturate", 32))):
-            r = fp.matmul(a, b, acc=acc, num_threads=t)
+            r = fp.matmul(a, b, "int8", acc=acc, num_threads=t)
             if name == "wrap":
                 ref_wrap = r
             else:
                 ref_sat = r
-            tab.add(w, f"fixedpoint ({name})", t, median_time(lambda: fp.matmul(a, b, acc=acc, num_threads=t), repeat),
-                    ops / 1e9, "GOPS", None)
+            tab.add(w, f"fixedpoint ({name})", t,
+                    median_time(lambda: fp.matmul(a, b, "int8", acc=acc, num_threads=t), repeat),
+                    ops / 1e9, "GOPS", None, f"path {gemm_path()}")
         # with the register starting near its limit overflow is possible, so the
         # block-saturating kernel itself runs (no exact shortcut)
         c_edge = np.where(np.arange(N) % 2, 2**31 - 2**20, -(2**31) + 2**20)[None, :].repeat(M, 0)
         sat = fp.Accumulator(32, "saturate", 32)
         tab.add(w, "fixedpoint (saturate, block=32, c near the int32 edge)", t,
-                median_time(lambda: fp.matmul(a, b, acc=sat, c=c_edge, num_threads=t), repeat),
-                ops / 1e9, "GOPS", None, "overflow possible: the block-saturating kernel runs")
+                median_time(lambda: fp.matmul(a, b, "int8", acc=sat, c=c_edge, num_threads=t), repeat),
+                ops / 1e9, "GOPS", None,
+                f"overflow possible: the block-saturating kernel runs (path {gemm_path()})")
         a32, b32 = a.astype(np.int32), b.astype(np.int32)
         if size <= 512 or t == threads[0]:
             with numpy_threads(t):
@@ -174,7 +183,8 @@ def int8_matmul(tab, size, repeat, threads):
         sec = median_time(lambda: A @ B, 1)
         r = np.asarray((A @ B).to_numpy()).astype(np.int64)
         tab.add(w, f"APyTypes APyFixedArray (at {n}^3)", 1, sec, 2 * n ** 3 / 1e9, "GOPS",
-                np.array_equal(r, fp.matmul(a[:n, :n], b[:n, :n]).astype(np.int64)),
+                np.array_equal(r, fp.matmul(a[:n, :n], b[:n, :n], "int8",
+                                            acc=fp.Accumulator(32, "wrap")).astype(np.int64)),
                 "exact (grows the word), equal to 'wrap' while no overflow")
     return ref_sat
 
@@ -536,6 +546,193 @@ def design_study(tab, repeat):
             "matplotlib drawing is most of it")
 
 
+# ---------------------------------------------------------------------------
+# Speed targets (issue 13): ratios measured in this run, the kernels and NumPy's
+# float32 sgemm in turns so that both see the same machine noise.
+
+class forced_path:
+    """Force the integer GEMM's instruction path (FIXEDPOINT_GEMM_PATH)."""
+
+    def __init__(self, path):
+        self.path, self.old = path, None
+
+    def __enter__(self):
+        self.old = os.environ.get(PATH_ENV)
+        os.environ[PATH_ENV] = self.path
+
+    def __exit__(self, *exc):
+        if self.old is None:
+            os.environ.pop(PATH_ENV, None)
+        else:
+            os.environ[PATH_ENV] = self.old
+
+
+def interleaved(fns, repeat):
+    """(min, median) seconds of each function, run in turns after one warm-up."""
+    for f in fns.values():
+        f()
+    times = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    return {k: (min(v), statistics.median(v)) for k, v in times.items()}
+
+
+def _fp8_gemm_fn(a, b, fast, t):
+    """fp8_matmul E4M3 x E4M3 with or without fast accumulation, whichever API
+    this checkout has (``fast_accum=`` today; an ``acc=`` preset once the API
+    conventions land)."""
+    params = inspect.signature(fp.fp8_matmul).parameters
+    if "fast_accum" in params:
+        return lambda: fp.fp8_matmul(a, b, "e4m3", "e4m3", fast_accum=fast, num_threads=t)
+    tca = fp.TensorCoreAccumulator
+    for name in (("hopper_fp8_fast", "fast_accum") if fast else ("hopper_fp8",)):
+        preset = getattr(tca, name, None)
+        if callable(preset):
+            acc = preset()
+            return lambda: fp.fp8_matmul(a, b, "e4m3", acc=acc, num_threads=t)
+    acc = tca.hopper_fp8(fast_accum=fast)
+    return lambda: fp.fp8_matmul(a, b, "e4m3", acc=acc, num_threads=t)
+
+
+_NOSIMD_SCRIPT = r"""
+import json, statistics, sys, time
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import fixedpoint as fp
+from fixedpoint import _int
+n, repeat, threads = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+g = np.random.default_rng(1)
+a = g.integers(-128, 128, (n, n)).astype(np.int8)
+b = g.integers(-128, 128, (n, n)).astype(np.int8)
+c_edge = np.where(np.arange(n) % 2, 2**31 - 2**20, -(2**31) + 2**20)[None, :].repeat(n, 0).astype(np.int32)
+fns = {"wrap": lambda: fp.matmul(a, b, "int8", acc=fp.Accumulator(32, "wrap"), num_threads=threads),
+       "hopper_edge": lambda: fp.matmul(a, b, "int8", acc=fp.Accumulator(32, "saturate", 16),
+                                        c=c_edge, num_threads=threads)}
+res = {}
+for k, f in fns.items():
+    f()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
+    res[k] = [min(ts), statistics.median(ts)]
+res["compiled"] = list(_int.GEMM_COMPILED)
+res["path"] = fp.accumulate.gemm_path()
+res["file"] = fp.__file__
+print(json.dumps(res))
+"""
+
+
+def speed_targets(size, repeat, nosimd_build=None, threads=2):
+    """The issue-13 ratios as Markdown lines."""
+    n = size
+    g = np.random.default_rng(1)
+    a = g.integers(-128, 128, (n, n)).astype(np.int8)
+    b = g.integers(-128, 128, (n, n)).astype(np.int8)
+    au = (a.astype(np.int16) + 128).astype(np.uint8)
+    af, bf = a.astype(np.float32), b.astype(np.float32)
+    c_edge = np.where(np.arange(n) % 2, 2**31 - 2**20, -(2**31) + 2**20)[None, :].repeat(n, 0)
+    c_edge = c_edge.astype(np.int32)
+    W, H = fp.Accumulator(32, "wrap"), fp.Accumulator(32, "saturate", 16)
+    U8S8 = fp.Accumulator(32, "wrap", 2, pair_bits=16)
+    t = threads
+    auto = gemm_path()
+    lines = [f"Speed targets, {n}^3, {t} threads, {repeat} runs in turns with NumPy float32 sgemm "
+             f"(min / median; ratios of mins, then of medians). Auto path: {auto}.", "",
+             "| workload | fixedpoint path | fixedpoint | sgemm (same run) | ratio | target |",
+             "|---|---|---|---|---|---|"]
+
+    def ms(x):
+        return f"{x[0] * 1e3:.2f} / {x[1] * 1e3:.2f} ms"
+
+    def sgemm():
+        return af @ bf
+
+    def row(workload, path, r, ref, target, speed=True):
+        q = ((ref[0] / r[0], ref[1] / r[1]) if speed else (r[0] / ref[0], r[1] / ref[1]))
+        kind = "x sgemm's speed" if speed else "x sgemm's time"
+        lines.append(f"| {workload} | {path} | {ms(r)} | {ms(ref)} | {q[0]:.2f} / {q[1]:.2f} {kind} "
+                     f"| {target} |")
+
+    int_fns = {
+        "wrap": lambda: fp.matmul(a, b, "int8", acc=W, num_threads=t),
+        "hopper": lambda: fp.matmul(a, b, "int8", acc=H, num_threads=t),
+        "hopper_edge": lambda: fp.matmul(a, b, "int8", acc=H, c=c_edge, num_threads=t),
+        "u8s8": lambda: fp.matmul(au, b, ("uint8", "int8"), acc=U8S8, num_threads=t),
+    }
+    with numpy_threads(t):
+        res = interleaved({"sgemm": sgemm, **int_fns}, repeat)
+    row("INT8 GEMM, Accumulator(32, 'wrap')", auto, res["wrap"], res["sgemm"], ">= 1.2x (goal 1.5x)")
+    row("INT8 GEMM, Hopper Accumulator(32, 'saturate', block=16), random data (no overflow "
+        "possible: exact single-sum kernel)", auto, res["hopper"], res["sgemm"], ">= 1.2x (goal 1.5x)")
+    row("INT8 GEMM, Hopper Accumulator(32, 'saturate', block=16), c at 2^31 - 2^20 (the "
+        "block-saturating kernel runs)", auto, res["hopper_edge"], res["sgemm"], ">= 1.2x (goal 1.5x)")
+    row("u8 x s8 GEMM, Accumulator(32, 'wrap', 2, pair_bits=16) (x86 vpmaddubsw model)", auto,
+        res["u8s8"], res["sgemm"], "")
+    # every other compiled path this CPU runs, and the portable/AVX2 ratio
+    per_path = {}
+    for path in ("vnni512", "vnni256", "avx2", "portable"):
+        if path == auto or not fp._int.gemm_available(fp._int.GEMM_PATHS[path]):
+            continue
+        with forced_path(path), numpy_threads(t):
+            per_path[path] = interleaved({"sgemm": sgemm, "wrap": int_fns["wrap"],
+                                          "hopper_edge": int_fns["hopper_edge"]}, repeat)
+        for k, label in (("wrap", "wrap"), ("hopper_edge", "Hopper saturate, c at the edge")):
+            row(f"INT8 GEMM, {label}", path, per_path[path][k], per_path[path]["sgemm"],
+                ">= 1.2x" if path != "portable" else "")
+    per_path[auto] = res
+    avx2 = per_path.get("avx2")
+    lines.append("")
+    if avx2 and "portable" in per_path:
+        p = per_path["portable"]
+        lines.append(f"Portable C path of this build (compiled with function clones): "
+                     f"wrap {p['wrap'][0] / avx2['wrap'][0]:.2f}x, Hopper at the edge "
+                     f"{p['hopper_edge'][0] / avx2['hopper_edge'][0]:.2f}x the AVX2 path's time (mins).")
+    if nosimd_build:
+        proc = subprocess.run([sys.executable, "-c", _NOSIMD_SCRIPT, nosimd_build, str(n),
+                               str(repeat), str(t)], capture_output=True, text=True,
+                              env={k: v for k, v in os.environ.items() if k != PATH_ENV})
+        if proc.returncode != 0:
+            lines.append(f"FIXEDPOINT_NO_SIMD build at {nosimd_build}: not importable "
+                         f"({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode})")
+        else:
+            ns = json.loads(proc.stdout)
+            if "avx2" in ns["compiled"] or "vnni512" in ns["compiled"]:
+                lines.append(f"{nosimd_build} is not a FIXEDPOINT_NO_SIMD=1 build "
+                             f"(compiled paths {ns['compiled']})")
+            elif avx2:
+                with forced_path("avx2"):
+                    again = interleaved({"wrap": int_fns["wrap"],
+                                         "hopper_edge": int_fns["hopper_edge"]}, repeat)
+                ref_w = min(avx2["wrap"][0], again["wrap"][0])
+                ref_h = min(avx2["hopper_edge"][0], again["hopper_edge"][0])
+                lines.append(f"FIXEDPOINT_NO_SIMD=1 build (every x86 intrinsic and clone compiled "
+                             f"out; {ns['file']}): wrap {ns['wrap'][0] * 1e3:.2f} ms = "
+                             f"{ns['wrap'][0] / ref_w:.2f}x, Hopper at the edge "
+                             f"{ns['hopper_edge'][0] * 1e3:.2f} ms = {ns['hopper_edge'][0] / ref_h:.2f}x "
+                             f"the AVX2 path's time (mins; AVX2 measured in this process before and "
+                             f"after; target <= 3x).")
+    # FP8 GEMM, measured as it is (its API is another helper's)
+    try:
+        fa = fp.to_fp8(g.standard_normal((n, n)).astype(np.float32), "e4m3", saturate=True)
+        fb = fp.to_fp8(g.standard_normal((n, n)).astype(np.float32), "e4m3", saturate=True)
+        fp8 = {"split": _fp8_gemm_fn(fa, fb, False, t), "fast": _fp8_gemm_fn(fa, fb, True, t)}
+        with numpy_threads(t):
+            r8 = interleaved({"sgemm": sgemm, **fp8}, max(3, repeat // 2))
+        lines.append("")
+        lines += ["| workload | fixedpoint | sgemm (same run) | ratio | target |", "|---|---|---|---|---|"]
+        for k, label in (("split", "split accumulation (fast_accum=False)"),
+                         ("fast", "fast accumulation (fast_accum=True)")):
+            q = (r8[k][0] / r8["sgemm"][0], r8[k][1] / r8["sgemm"][1])
+            lines.append(f"| FP8 GEMM E4M3 x E4M3, Hopper model, {label} | {ms(r8[k])} | "
+                         f"{ms(r8['sgemm'])} | {q[0]:.2f} / {q[1]:.2f}x sgemm's time | <= 2.5x |")
+    except Exception as exc:  # noqa: BLE001 - the FP8 API is changing under another helper
+        lines.append(f"FP8 GEMM: not measured ({type(exc).__name__}: {exc})")
+    return "\n".join(lines) + "\n"
+
+
 def bandwidth_probe(n, repeat):
     """What the memory system allows: NumPy streaming 4 bytes in and 1 byte out per
     element (the traffic of to_fp8 and quantize) from 1 and 2 Python threads."""
@@ -572,10 +769,22 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--out", help="also write the Markdown here")
+    ap.add_argument("--targets-only", action="store_true",
+                    help="only the speed-target ratios (INT8 and FP8 GEMM against sgemm)")
+    ap.add_argument("--nosimd-build", metavar="DIR",
+                    help="a FIXEDPOINT_NO_SIMD=1 build of the package (a directory holding "
+                         "fixedpoint/) for the portable/AVX2 ratio, run in a subprocess")
     args = ap.parse_args(argv)
     threads = [1, 2]
     big, mat = (1 << 20, 256) if args.quick else (1 << 24, 1024)
     repeat = 3 if args.quick else args.repeat
+    targets = speed_targets(mat, max(repeat, 5), args.nosimd_build)
+    if args.targets_only:
+        print(targets)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(targets)
+        return 0
     tab = Table()
     int8_matmul(tab, mat, repeat, threads)
     elementwise_mul(tab, big, repeat, threads)
@@ -594,7 +803,7 @@ def main(argv=None):
             "", "Median of repeated runs; 'vs best peer' divides by the fastest peer of the same workload.", ""]
     probe = bandwidth_probe(big, repeat)
     text = ("\n".join(head) + tab.markdown() + "\n\nThread scaling of fixedpoint's kernels (same run):\n\n"
-            + scaling_table(tab, probe) + "\n")
+            + scaling_table(tab, probe) + "\n\n" + targets)
     print(text)
     if args.out:
         with open(args.out, "w") as f:
