@@ -821,15 +821,6 @@ static fp_tile_fn fp_gemm_tile(int path, int merge, int pairclamp, int sat, int 
 }
 
 /* ---- packing ---- */
-static inline int32_t fp_elem(const void *p, int dtype, int64_t idx) {
-    switch (dtype) {
-        case FP_I8: return ((const int8_t *)p)[idx];
-        case FP_U8: return ((const uint8_t *)p)[idx];
-        case FP_I16: return ((const int16_t *)p)[idx];
-        default: return ((const uint16_t *)p)[idx];
-    }
-}
-
 /* [ hi : lo ] as an int32 whose low half is lo (values in int16 range). */
 static inline int32_t fp_word(int32_t lo, int32_t hi) {
     return fp_u2s32(((uint32_t)lo & 0xffffu) | ((uint32_t)hi << 16));
@@ -842,36 +833,65 @@ static inline int64_t fp_pos_k(int64_t q, int64_t K, int64_t gblk, int64_t gstri
     return (off < gblk && k < K) ? k : -1;
 }
 
-/* Rows i0 .. i0 + MR of A (row-major M x K, `dtype`) into one panel. */
-static void fp_pack_a(const void *a, int dtype, int64_t M, int64_t K, int64_t i0, int mr,
+/* Rows i0 .. i0 + MR of A (row-major M x K, `dtype`) into one panel (rows
+ * past M hold zeros). */
+FP_CLONES static void fp_pack_a(const void *a, int dtype, int64_t M, int64_t K, int64_t i0, int mr,
                       int64_t kp, int64_t gblk, int64_t gstride, int words, void *dst) {
-    for (int64_t p = 0; p < kp; p++) {
-        const int64_t k0 = fp_pos_k(2 * p, K, gblk, gstride);
-        const int64_t k1 = fp_pos_k(2 * p + 1, K, gblk, gstride);
-        for (int r = 0; r < mr; r++) {
-            const int64_t i = i0 + r;
-            int32_t x0 = 0, x1 = 0;
-            if (i < M) {
-                if (k0 >= 0) x0 = fp_elem(a, dtype, i * K + k0);
-                if (k1 >= 0) x1 = fp_elem(a, dtype, i * K + k1);
-            }
-            if (words) {
-                ((int32_t *)dst)[p * mr + r] = fp_word(x0, x1);
-            } else { /* row r of the panel, positions 2p and 2p + 1 */
-                ((int16_t *)dst)[r * 2 * kp + 2 * p] = (int16_t)x0;
-                ((int16_t *)dst)[r * 2 * kp + 2 * p + 1] = (int16_t)x1;
-            }
-        }
+    const int direct = gblk == gstride; /* pos(k) = k */
+    const int h = M - i0 < mr ? (int)(M - i0) : mr;  /* rows that exist */
+#define FP_PACK_A(T)                                                                       \
+    {                                                                                      \
+        const T *src = (const T *)a + i0 * K;                                              \
+        if (words && direct && K % 2 == 0) {                                               \
+            /* pairs in place: word (p, r) from a[r, 2p], a[r, 2p + 1] */                  \
+            int32_t *d = (int32_t *)dst;                                                   \
+            for (int64_t p = 0; p < kp; p++) {                                             \
+                for (int r = 0; r < h; r++)                                                \
+                    d[p * mr + r] = fp_word(src[r * K + 2 * p], src[r * K + 2 * p + 1]);   \
+                for (int r = h; r < mr; r++) d[p * mr + r] = 0;                            \
+            }                                                                              \
+            break;                                                                         \
+        }                                                                                  \
+        for (int64_t p = 0; p < kp; p++) {                                                 \
+            int64_t k0 = 2 * p, k1 = 2 * p + 1;                                            \
+            if (!direct) {                                                                 \
+                k0 = fp_pos_k(2 * p, K, gblk, gstride);                                    \
+                k1 = fp_pos_k(2 * p + 1, K, gblk, gstride);                                \
+            }                                                                              \
+            for (int r = 0; r < mr; r++) {                                                 \
+                int32_t x0 = 0, x1 = 0;                                                    \
+                if (r < h) {                                                               \
+                    if (k0 >= 0 && k0 < K) x0 = src[r * K + k0];                           \
+                    if (k1 >= 0 && k1 < K) x1 = src[r * K + k1];                           \
+                }                                                                          \
+                if (words) {                                                               \
+                    ((int32_t *)dst)[p * mr + r] = fp_word(x0, x1);                        \
+                } else { /* row r of the panel, positions 2p and 2p + 1 */                 \
+                    ((int16_t *)dst)[r * 2 * kp + 2 * p] = (int16_t)x0;                    \
+                    ((int16_t *)dst)[r * 2 * kp + 2 * p + 1] = (int16_t)x1;                \
+                }                                                                          \
+            }                                                                              \
+        }                                                                                  \
+        break;                                                                             \
     }
+    switch (dtype) {
+        case FP_I8: FP_PACK_A(int8_t)
+        case FP_U8: FP_PACK_A(uint8_t)
+        case FP_I16: FP_PACK_A(int16_t)
+        default: FP_PACK_A(uint16_t)
+    }
+#undef FP_PACK_A
 }
 
 /* Columns j0 .. j0 + NR of B (row-major K x N, `dtype`) into one panel. */
-static void fp_pack_b(const void *b, int dtype, int64_t K, int64_t N, int64_t j0, int nr,
+FP_CLONES static void fp_pack_b(const void *b, int dtype, int64_t K, int64_t N, int64_t j0, int nr,
                       int64_t kp, int64_t gblk, int64_t gstride, int words, void *dst) {
     const int64_t w = N - j0 < nr ? N - j0 : nr;
+    const int direct = gblk == gstride; /* pos(k) = k */
     for (int64_t p = 0; p < kp; p++) {
-        const int64_t k0 = fp_pos_k(2 * p, K, gblk, gstride);
-        const int64_t k1 = fp_pos_k(2 * p + 1, K, gblk, gstride);
+        const int64_t k0 = direct ? (2 * p < K ? 2 * p : -1) : fp_pos_k(2 * p, K, gblk, gstride);
+        const int64_t k1 =
+            direct ? (2 * p + 1 < K ? 2 * p + 1 : -1) : fp_pos_k(2 * p + 1, K, gblk, gstride);
 #define FP_PACK_B_ROWS(T)                                                                  \
     {                                                                                      \
         const T *r0 = k0 >= 0 ? (const T *)b + k0 * N + j0 : NULL;                         \
