@@ -988,7 +988,10 @@ static int fp_gemm_i16(const void *a, int a_dtype, const void *b, int b_dtype, c
     if (kc > kp) kc = kp > 0 ? kp : 1;
     const int64_t group = 144 / mr > 0 ? 144 / mr : 1; /* A panels per task */
     const int64_t ngroups = (nib + group - 1) / group, ntasks = ngroups * npn;
-    const int nt = nthreads < 1 ? 1 : nthreads;
+    int nt = nthreads < 1 ? 1 : nthreads;
+#ifndef _OPENMP
+    nt = 1;
+#endif
     /* Each task keeps the registers (and counts) of its tiles in a contiguous
      * buffer of group * MR * NR int32 while it runs over K: rows of `out` are
      * N apart, and a tile's rows 4 KiB apart would share L1 sets. */
