@@ -12,8 +12,8 @@ block; saturation is not, so the block size decides the bits.
 Hardware this describes (docs/semantics.md section 2):
 
 * ``Accumulator(32, "wrap")``: ``mma.sync ... .s32.s8.s8.s32``, ONNX
-  MatMulInteger on CPUs with VNNI, a Verilog ``accum <= accum + a * b``
-  register.
+  MatMulInteger on CPUs with VNNI (exact while the sums stay inside int32), a
+  Verilog ``accum <= accum + a * b`` register.
 * ``Accumulator(32, "saturate", block=16)``: the Hopper cuBLASLt INT8 GEMM
   (``torch._int_mm``), measured: a recording designed to separate block
   sizes fits 16 and nothing else; the earlier recordings fit 16 and 32

@@ -215,7 +215,7 @@ def test_mixed_formats_checked_separately():
         fp.matmul([[1]], [[-1]], ("int8", "uint8"))
     with pytest.raises(ValueError, match=r"^fmt: expected one format or a pair"):
         fp.matmul([[1]], [[1]], ("int8", "int8", "int8"))
-    with pytest.raises(ValueError, match=r"^fmt: unknown integer format"):
+    with pytest.raises(ValueError, match=r"^fmt: unknown .*format"):
         fp.matmul([[1]], [[1]], ("int8", "int99"))
     with pytest.raises(TypeError):
         fp.matmul([[1]], [[1]], "int8", A(32))      # acc is keyword-only
