@@ -311,6 +311,7 @@ typedef struct {
     int sh;           /* 32 - bits */
     int64_t ld;       /* portable panels: positions per packed row */
     int64_t maxblk;   /* a bound on |block sum| (merge mode) */
+    int32_t plov[16], phiv[16]; /* plo, phi broadcast (memory operands of the pair steps) */
 } fp_merge_t;
 
 /* One register element: c + s (s the exact block sum, |s| < 2^31, and
@@ -512,12 +513,54 @@ FP_TILE_VARIANTS(fp_tile_portable, FP_CLONES, fp_tile_portable_impl, fp_tile_por
 #define FP_STEPAVX2(ROWS)                                                                     \
     FP_ASM_STEP(ROWS, "vmovdqu (%[b]), %%ymm13\n\tvmovdqu 32(%[b]), %%ymm14\n\t",             \
                 FP_ASM_ROWAVX2, FP_ASM_OUTX, 8, "xmm12", "xmm13", "xmm14", "xmm15")
-#define FP_T_STEPC(r)                                                                         \
-    {                                                                                         \
-        const FPV av = FPV_BCAST(ap[p * FPK_MR + r]);                                         \
-        s##r##_0 = FPV_ADD(s##r##_0, FPV_CLAMP(FPV_MADD(av, b0), vplo, vphi));                \
-        s##r##_1 = FPV_ADD(s##r##_1, FPV_CLAMP(FPV_MADD(av, b1), vplo, vphi));                \
-    }
+/* The pair steps (pairclamp): each pair sum clamped to [plo, phi] (vectors
+ * of the two bounds in fp_merge_t, read as memory operands) before it is
+ * added; zmm28 / ymm28 / ymm12 hold the pair sums.  Blocks of 4 (or 3) rows. */
+#define FP_ASM_PROW(W, T, BCAST, B0, B1, r)                                                   \
+    "vpbroadcastd " FP_STR(r) "*4(%[a]), " BCAST "\n\t"                                       \
+    "vpmaddwd " B0 ", " BCAST ", " T "\n\t"                                                   \
+    "vpmaxsd %[plo], " T ", " T "\n\t"                                                        \
+    "vpminsd %[phi], " T ", " T "\n\t"                                                        \
+    "vpaddd " T ", %[s" #r "_0], %[s" #r "_0]\n\t"                                            \
+    "vpmaddwd " B1 ", " BCAST ", " T "\n\t"                                                   \
+    "vpmaxsd %[plo], " T ", " T "\n\t"                                                        \
+    "vpminsd %[phi], " T ", " T "\n\t"                                                        \
+    "vpaddd " T ", %[s" #r "_1], %[s" #r "_1]\n\t"
+#define FP_ASM_PROW512(r) FP_ASM_PROW(512, "%%zmm28", "%%zmm29", "%%zmm30", "%%zmm31", r)
+#define FP_ASM_PROW256(r) FP_ASM_PROW(256, "%%ymm28", "%%ymm29", "%%ymm30", "%%ymm31", r)
+#define FP_ASM_PROWAVX2(r) FP_ASM_PROW(256, "%%ymm12", "%%ymm15", "%%ymm13", "%%ymm14", r)
+#define FP_ASM_PSTEP(ROWS, LOADS, ROW, OUT, LANES, ...)                                       \
+    do {                                                                                      \
+        const int32_t *aq = ap + p * FPK_MR, *bq = bp + p * (2 * (LANES));                    \
+        __asm__(LOADS ROWS(ROW)                                                               \
+                : ROWS(OUT)[a] "+r"(aq)                                                       \
+                : [b] "r"(bq), "m"(*(const int32_t(*)[2 * (LANES)])bq),                       \
+                  "m"(*(const int32_t(*)[FPK_MR])aq),                                         \
+                  [plo] "m"(*(const int32_t(*)[LANES])mg->plov),                              \
+                  [phi] "m"(*(const int32_t(*)[LANES])mg->phiv)                               \
+                : __VA_ARGS__);                                                               \
+    } while (0)
+#define FP_ROWS4_0(X) X(0) X(1) X(2) X(3)
+#define FP_ROWS4_1(X) X(4) X(5) X(6) X(7)
+#define FP_ROWS4_2(X) X(8) X(9) X(10) X(11)
+#define FP_ROWS3_0(X) X(0) X(1) X(2)
+#define FP_ROWS3_1(X) X(3) X(4) X(5)
+#define FP_PSTEP512(ROWS)                                                                     \
+    FP_ASM_PSTEP(ROWS, "vmovdqu64 (%[b]), %%zmm30\n\tvmovdqu64 64(%[b]), %%zmm31\n\t",        \
+                 FP_ASM_PROW512, FP_ASM_OUTV, 16, "xmm28", "xmm29", "xmm30", "xmm31")
+#define FP_PSTEP256(ROWS)                                                                     \
+    FP_ASM_PSTEP(ROWS, "vmovdqu32 (%[b]), %%ymm30\n\tvmovdqu32 32(%[b]), %%ymm31\n\t",        \
+                 FP_ASM_PROW256, FP_ASM_OUTV, 8, "xmm28", "xmm29", "xmm30", "xmm31")
+#define FP_PSTEPAVX2(ROWS)                                                                    \
+    FP_ASM_PSTEP(ROWS, "vmovdqu (%[b]), %%ymm13\n\tvmovdqu 32(%[b]), %%ymm14\n\t",            \
+                 FP_ASM_PROWAVX2, FP_ASM_OUTX, 8, "xmm12", "xmm13", "xmm14", "xmm15")
+#define FP_PSTEP512_12(ROWS)                                                                  \
+    FP_PSTEP512(FP_ROWS4_0); FP_PSTEP512(FP_ROWS4_1); FP_PSTEP512(FP_ROWS4_2)
+#define FP_PSTEP512_6(ROWS) FP_PSTEP512(FP_ROWS3_0); FP_PSTEP512(FP_ROWS3_1)
+#define FP_PSTEP256_12(ROWS)                                                                  \
+    FP_PSTEP256(FP_ROWS4_0); FP_PSTEP256(FP_ROWS4_1); FP_PSTEP256(FP_ROWS4_2)
+#define FP_PSTEP256_6(ROWS) FP_PSTEP256(FP_ROWS3_0); FP_PSTEP256(FP_ROWS3_1)
+#define FP_PSTEPAVX2_6(ROWS) FP_PSTEPAVX2(FP_ROWS3_0); FP_PSTEPAVX2(FP_ROWS3_1)
 #define FP_T_MERGE(r)                                                                         \
     FPV_MERGE(c + r * ldc, counting ? cnt + r * ldn : NULL, s##r##_0, mg, sat, b32);          \
     FPV_MERGE(c + r * ldc + FPV_L, counting ? cnt + r * ldn + FPV_L : NULL, s##r##_1, mg, sat, \
@@ -533,15 +576,12 @@ FP_TILE_VARIANTS(fp_tile_portable, FP_CLONES, fp_tile_portable_impl, fp_tile_por
         const int pairclamp, const int sat, const int b32, const int counting) {              \
         const int32_t *bp = (const int32_t *)bpv;                                             \
         const int64_t step = merge ? blk2 : np;                                               \
-        const FPV vplo = FPV_BCAST(mg->plo), vphi = FPV_BCAST(mg->phi);                       \
         for (int64_t p0 = 0; p0 < np; p0 += step) {                                           \
             const int64_t p1 = p0 + step < np ? p0 + step : np;                               \
             ROWS(FP_T_DECL)                                                                   \
             for (int64_t p = p0; p < p1; p++) {                                               \
-                const FPV b0 = FPV_LOAD(bp + p * (2 * FPV_L));                                \
-                const FPV b1 = FPV_LOAD(bp + p * (2 * FPV_L) + FPV_L);                        \
                 if (pairclamp) {                                                              \
-                    ROWS(FP_T_STEPC)                                                          \
+                    FPV_PSTEPALL(ROWS);                                                       \
                 } else {                                                                      \
                     FPV_STEPALL(ROWS);                                                        \
                 }                                                                             \
@@ -575,17 +615,14 @@ FP_TILE_VARIANTS(fp_tile_portable, FP_CLONES, fp_tile_portable_impl, fp_tile_por
         int64_t ldc, int32_t *cnt, int64_t ldn, const fp_merge_t *mg, const int merge,        \
         const int pairclamp, const int sat, const int b32, const int counting) {              \
         const int32_t *bp = (const int32_t *)bpv;                                             \
-        const FPV vplo = FPV_BCAST(mg->plo), vphi = FPV_BCAST(mg->phi);                       \
         (void)merge;                                                                          \
         ROWS(FP_R_DECL)                                                                       \
         for (int64_t p0 = 0; p0 < np; p0 += blk2) {                                           \
             const int64_t p1 = p0 + blk2 < np ? p0 + blk2 : np;                               \
             ROWS(FP_R_ZERO)                                                                   \
             for (int64_t p = p0; p < p1; p++) {                                               \
-                const FPV b0 = FPV_LOAD(bp + p * (2 * FPV_L));                                \
-                const FPV b1 = FPV_LOAD(bp + p * (2 * FPV_L) + FPV_L);                        \
                 if (pairclamp) {                                                              \
-                    ROWS(FP_T_STEPC)                                                          \
+                    FPV_PSTEPALL(ROWS);                                                       \
                 } else {                                                                      \
                     FPV_STEPALL(ROWS);                                                        \
                 }                                                                             \
@@ -633,11 +670,9 @@ FP_TARGET_AVX2 static FP_ALWAYS_INLINE void fp_merge_avx2(int32_t *c, int32_t *c
 #define FPV_ZERO() _mm256_setzero_si256()
 #define FPV_LOAD(p) _mm256_loadu_si256((const __m256i *)(p))
 #define FPV_STORE(p, v) _mm256_storeu_si256((__m256i *)(p), (v))
-#define FPV_BCAST(x) _mm256_set1_epi32(x)
 #define FPV_ADD(x, y) _mm256_add_epi32((x), (y))
-#define FPV_MADD(x, y) _mm256_madd_epi16((x), (y))
-#define FPV_CLAMP(t, lo, hi) _mm256_min_epi32(_mm256_max_epi32((t), (lo)), (hi))
 #define FPV_STEPALL FP_STEPAVX2
+#define FPV_PSTEPALL FP_PSTEPAVX2_6
 #define FPV_MERGE fp_merge_avx2
 #define FPK_MR 6
 FP_SIMD_TILE(fp_tile_avx2, FP_TARGET_AVX2, FP_ROWS6)
@@ -645,9 +680,7 @@ FP_TILE_VARIANTS(fp_tile_avx2, FP_TARGET_AVX2, fp_tile_avx2_impl, fp_tile_avx2_i
 #undef FPK_MR
 #undef FPV_MERGE
 #undef FPV_STEPALL
-#undef FPV_BCAST
-#undef FPV_CLAMP
-#undef FPV_MADD
+#undef FPV_PSTEPALL
 #undef FPV_ADD
 #undef FPV_STORE
 #undef FPV_LOAD
@@ -739,18 +772,18 @@ FP_TARGET_AVX512 static FP_ALWAYS_INLINE __m256i fp_merger_avx512vl(__m256i g, _
 #define FPV_ZERO() _mm256_setzero_si256()
 #define FPV_LOAD(p) _mm256_loadu_si256((const __m256i *)(p))
 #define FPV_STORE(p, v) _mm256_storeu_si256((__m256i *)(p), (v))
-#define FPV_BCAST(x) _mm256_set1_epi32(x)
 #define FPV_ADD(x, y) _mm256_add_epi32((x), (y))
-#define FPV_MADD(x, y) _mm256_madd_epi16((x), (y))
-#define FPV_CLAMP(t, lo, hi) _mm256_min_epi32(_mm256_max_epi32((t), (lo)), (hi))
 #define FPV_STEPALL FP_STEP256_12
+#define FPV_PSTEPALL FP_PSTEP256_12
 #define FPV_MERGE fp_merge_avx2
 #define FPV_MERGER fp_merger_avx512vl
 #define FPK_MR 12
 FP_SIMD_TILE(fp_tile_vnni256, FP_TARGET_AVX512, FP_ROWS12)
 #undef FPK_MR
 #undef FPV_STEPALL
+#undef FPV_PSTEPALL
 #define FPV_STEPALL FP_STEP256
+#define FPV_PSTEPALL FP_PSTEP256_6
 #define FPK_MR 6
 FP_SIMD_TILE_R(fp_tile_vnni256, FP_TARGET_AVX512, FP_ROWS6)
 #undef FPK_MR
@@ -758,9 +791,7 @@ FP_TILE_VARIANTS(fp_tile_vnni256, FP_TARGET_AVX512, fp_tile_vnni256_impl, fp_til
 #undef FPV_MERGER
 #undef FPV_MERGE
 #undef FPV_STEPALL
-#undef FPV_BCAST
-#undef FPV_CLAMP
-#undef FPV_MADD
+#undef FPV_PSTEPALL
 #undef FPV_ADD
 #undef FPV_STORE
 #undef FPV_LOAD
@@ -773,18 +804,18 @@ FP_TILE_VARIANTS(fp_tile_vnni256, FP_TARGET_AVX512, fp_tile_vnni256_impl, fp_til
 #define FPV_ZERO() _mm512_setzero_si512()
 #define FPV_LOAD(p) _mm512_loadu_si512((const void *)(p))
 #define FPV_STORE(p, v) _mm512_storeu_si512((void *)(p), (v))
-#define FPV_BCAST(x) _mm512_set1_epi32(x)
 #define FPV_ADD(x, y) _mm512_add_epi32((x), (y))
-#define FPV_MADD(x, y) _mm512_madd_epi16((x), (y))
-#define FPV_CLAMP(t, lo, hi) _mm512_min_epi32(_mm512_max_epi32((t), (lo)), (hi))
 #define FPV_STEPALL FP_STEP512_12
+#define FPV_PSTEPALL FP_PSTEP512_12
 #define FPV_MERGE fp_merge_avx512
 #define FPV_MERGER fp_merger_avx512
 #define FPK_MR 12
 FP_SIMD_TILE(fp_tile_vnni512, FP_TARGET_AVX512, FP_ROWS12)
 #undef FPK_MR
 #undef FPV_STEPALL
+#undef FPV_PSTEPALL
 #define FPV_STEPALL FP_STEP512
+#define FPV_PSTEPALL FP_PSTEP512_6
 #define FPK_MR 6
 FP_SIMD_TILE_R(fp_tile_vnni512, FP_TARGET_AVX512, FP_ROWS6)
 #undef FPK_MR
@@ -792,9 +823,7 @@ FP_TILE_VARIANTS(fp_tile_vnni512, FP_TARGET_AVX512, fp_tile_vnni512_impl, fp_til
 #undef FPV_MERGER
 #undef FPV_MERGE
 #undef FPV_STEPALL
-#undef FPV_BCAST
-#undef FPV_CLAMP
-#undef FPV_MADD
+#undef FPV_PSTEPALL
 #undef FPV_ADD
 #undef FPV_STORE
 #undef FPV_LOAD
@@ -979,6 +1008,10 @@ static int fp_gemm_i16(const void *a, int a_dtype, const void *b, int b_dtype, c
     mg.phi = phi;
     mg.ld = 2 * kp;
     mg.maxblk = maxblk;
+    for (int l = 0; l < 16; l++) {
+        mg.plov[l] = plo;
+        mg.phiv[l] = phi;
+    }
     int64_t *cnt = merge ? counts : NULL;
     const fp_tile_fn tile = fp_gemm_tile(path, merge, pair_mode, saturate, bits >= 32, cnt != NULL);
     /* Chunks of K (a whole number of blocks) keep the B chunk in L1 while
