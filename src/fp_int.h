@@ -516,19 +516,24 @@ FP_TILE_VARIANTS(fp_tile_portable, FP_CLONES, fp_tile_portable_impl, fp_tile_por
 /* The pair steps (pairclamp): each pair sum clamped to [plo, phi] (vectors
  * of the two bounds in fp_merge_t, read as memory operands) before it is
  * added; zmm28 / ymm28 / ymm12 hold the pair sums.  Blocks of 4 (or 3) rows. */
-#define FP_ASM_PROW(W, T, BCAST, B0, B1, r)                                                   \
+#define FP_ASM_PROW(T, BCAST, B0, B1, LO, HI, r)                                              \
     "vpbroadcastd " FP_STR(r) "*4(%[a]), " BCAST "\n\t"                                       \
     "vpmaddwd " B0 ", " BCAST ", " T "\n\t"                                                   \
-    "vpmaxsd %[plo], " T ", " T "\n\t"                                                        \
-    "vpminsd %[phi], " T ", " T "\n\t"                                                        \
+    "vpmaxsd " LO ", " T ", " T "\n\t"                                                        \
+    "vpminsd " HI ", " T ", " T "\n\t"                                                        \
     "vpaddd " T ", %[s" #r "_0], %[s" #r "_0]\n\t"                                            \
     "vpmaddwd " B1 ", " BCAST ", " T "\n\t"                                                   \
-    "vpmaxsd %[plo], " T ", " T "\n\t"                                                        \
-    "vpminsd %[phi], " T ", " T "\n\t"                                                        \
+    "vpmaxsd " LO ", " T ", " T "\n\t"                                                        \
+    "vpminsd " HI ", " T ", " T "\n\t"                                                        \
     "vpaddd " T ", %[s" #r "_1], %[s" #r "_1]\n\t"
-#define FP_ASM_PROW512(r) FP_ASM_PROW(512, "%%zmm28", "%%zmm29", "%%zmm30", "%%zmm31", r)
-#define FP_ASM_PROW256(r) FP_ASM_PROW(256, "%%ymm28", "%%ymm29", "%%ymm30", "%%ymm31", r)
-#define FP_ASM_PROWAVX2(r) FP_ASM_PROW(256, "%%ymm12", "%%ymm15", "%%ymm13", "%%ymm14", r)
+/* AVX-512: the bounds in zmm26 / zmm27 (ymm26 / ymm27); AVX2 has no register
+ * to spare and reads them from memory */
+#define FP_ASM_PROW512(r)                                                                     \
+    FP_ASM_PROW("%%zmm28", "%%zmm29", "%%zmm30", "%%zmm31", "%%zmm26", "%%zmm27", r)
+#define FP_ASM_PROW256(r)                                                                     \
+    FP_ASM_PROW("%%ymm28", "%%ymm29", "%%ymm30", "%%ymm31", "%%ymm26", "%%ymm27", r)
+#define FP_ASM_PROWAVX2(r)                                                                    \
+    FP_ASM_PROW("%%ymm12", "%%ymm15", "%%ymm13", "%%ymm14", "%[plo]", "%[phi]", r)
 #define FP_ASM_PSTEP(ROWS, LOADS, ROW, OUT, LANES, ...)                                       \
     do {                                                                                      \
         const int32_t *aq = ap + p * FPK_MR, *bq = bp + p * (2 * (LANES));                    \
@@ -546,11 +551,17 @@ FP_TILE_VARIANTS(fp_tile_portable, FP_CLONES, fp_tile_portable_impl, fp_tile_por
 #define FP_ROWS3_0(X) X(0) X(1) X(2)
 #define FP_ROWS3_1(X) X(3) X(4) X(5)
 #define FP_PSTEP512(ROWS)                                                                     \
-    FP_ASM_PSTEP(ROWS, "vmovdqu64 (%[b]), %%zmm30\n\tvmovdqu64 64(%[b]), %%zmm31\n\t",        \
-                 FP_ASM_PROW512, FP_ASM_OUTV, 16, "xmm28", "xmm29", "xmm30", "xmm31")
+    FP_ASM_PSTEP(ROWS,                                                                        \
+                 "vmovdqu64 (%[b]), %%zmm30\n\tvmovdqu64 64(%[b]), %%zmm31\n\t"               \
+                 "vmovdqu64 %[plo], %%zmm26\n\tvmovdqu64 %[phi], %%zmm27\n\t",                \
+                 FP_ASM_PROW512, FP_ASM_OUTV, 16, "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", \
+                 "xmm31")
 #define FP_PSTEP256(ROWS)                                                                     \
-    FP_ASM_PSTEP(ROWS, "vmovdqu32 (%[b]), %%ymm30\n\tvmovdqu32 32(%[b]), %%ymm31\n\t",        \
-                 FP_ASM_PROW256, FP_ASM_OUTV, 8, "xmm28", "xmm29", "xmm30", "xmm31")
+    FP_ASM_PSTEP(ROWS,                                                                        \
+                 "vmovdqu32 (%[b]), %%ymm30\n\tvmovdqu32 32(%[b]), %%ymm31\n\t"               \
+                 "vmovdqu32 %[plo], %%ymm26\n\tvmovdqu32 %[phi], %%ymm27\n\t",                \
+                 FP_ASM_PROW256, FP_ASM_OUTV, 8, "xmm26", "xmm27", "xmm28", "xmm29", "xmm30",  \
+                 "xmm31")
 #define FP_PSTEPAVX2(ROWS)                                                                    \
     FP_ASM_PSTEP(ROWS, "vmovdqu (%[b]), %%ymm13\n\tvmovdqu 32(%[b]), %%ymm14\n\t",            \
                  FP_ASM_PROWAVX2, FP_ASM_OUTX, 8, "xmm12", "xmm13", "xmm14", "xmm15")
