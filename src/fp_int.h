@@ -335,6 +335,10 @@ static FP_ALWAYS_INLINE void fp_merge1(int32_t *c, int32_t *cnt, uint32_t s,
     if (cnt) *cnt += ovf;
 }
 
+/* Blocks merged one at a time after a failed run check before the next
+ * check (see the tile loops). */
+#define FP_RUN_WAIT 3
+
 /* Tile functions: ap/bp point at pair p0 of their panels, np pairs. */
 typedef void (*fp_tile_fn)(const int32_t *ap, const void *bp, int64_t np, int64_t blk2,
                            int32_t *c, int64_t ldc, int32_t *cnt, int64_t ldn,
@@ -391,10 +395,15 @@ static FP_ALWAYS_INLINE void fp_tile_portable_impl(const int32_t *ap32, const vo
     const int32_t plo = mg->plo, phi = mg->phi;
     const int64_t hi = b32 ? INT32_MAX : mg->hi;
     int64_t p0 = 0;
+    int wait = 0;
     while (p0 < np) {
         int64_t p1 = np;
         int single = 0;
-        if (merge) {
+        if (merge && (wait > 0 || mg->maxblk == 0)) {
+            if (wait > 0) wait--;
+            p1 = p0 + blk2 < np ? p0 + blk2 : np;
+            single = 1;
+        } else if (merge) {
             int64_t gmax = 0;
             for (int r = 0; r < FP_PMR; r++)
                 for (int j = 0; j < FP_PNR; j++) {
@@ -402,12 +411,13 @@ static FP_ALWAYS_INLINE void fp_tile_portable_impl(const int32_t *ap32, const vo
                     gmax = v < 0 ? (-v > gmax ? -v : gmax) : (v > gmax ? v : gmax);
                 }
             const int64_t room = hi - gmax;
-            const int64_t nsafe = room < 0 ? 0 : (mg->maxblk > 0 ? room / mg->maxblk : np);
+            const int64_t nsafe = room > 0 ? room / mg->maxblk : 0;
             if (nsafe >= 2) {
                 if (nsafe < (np - p0 + blk2 - 1) / blk2) p1 = p0 + nsafe * blk2;
             } else {
                 p1 = p0 + blk2 < np ? p0 + blk2 : np;
                 single = 1;
+                wait = FP_RUN_WAIT;
             }
         }
         uint32_t s[FP_PMR][FP_PNR];
@@ -580,28 +590,71 @@ FP_TILE_VARIANTS(fp_tile_portable, FP_CLONES, fp_tile_portable_impl, fp_tile_por
     FPV_STORE(c + r * ldc, FPV_ADD(FPV_LOAD(c + r * ldc), s##r##_0));                         \
     FPV_STORE(c + r * ldc + FPV_L, FPV_ADD(FPV_LOAD(c + r * ldc + FPV_L), s##r##_1));
 
+/* Runs of blocks.  In merge mode, when no register of the tile can leave
+ * its range within the next n >= 2 blocks (max |register| + n * maxblk <= hi,
+ * maxblk bounding |block sum|), merging those blocks one at a time gives the
+ * same bits as adding their total (nothing clamps, wraps or counts), so the
+ * run is summed in one pass.  Otherwise blocks are merged one at a time, and
+ * the check waits 3 blocks before it is tried again (so that registers pinned
+ * at a limit cost at most one check per 4 blocks). */
+#define FP_T_ABSMAX(r)                                                                        \
+    gm = FPV_MAXU(gm, FPV_MAXU(FPV_ABS(FPV_LOAD(c + r * ldc)),                                \
+                               FPV_ABS(FPV_LOAD(c + r * ldc + FPV_L))));
+#define FP_R_ABSMAX(r) gm = FPV_MAXU(gm, FPV_MAXU(FPV_ABS(g##r##_0), FPV_ABS(g##r##_1)));
+/* sets nb (blocks in this step) and single (merge them one by one) */
+#define FP_RUN_PLAN(ROWS, ABSMAX)                                                             \
+    int64_t nb = 1;                                                                           \
+    int single = 1;                                                                           \
+    if (mg->maxblk > 0 && wait == 0) {                                                        \
+        FPV gm = FPV_ZERO();                                                                  \
+        ROWS(ABSMAX)                                                                          \
+        const int64_t room = hi - (int64_t)FPV_HMAXU(gm);                                     \
+        const int64_t nsafe = room > 0 ? room / mg->maxblk : 0;                               \
+        if (nsafe >= 2) {                                                                     \
+            nb = nsafe;                                                                       \
+            single = 0;                                                                       \
+        } else {                                                                              \
+            wait = FP_RUN_WAIT;                                                               \
+        }                                                                                     \
+    } else if (wait > 0) {                                                                    \
+        wait--;                                                                               \
+    }                                                                                         \
+    const int64_t p1 = (np - p0 + blk2 - 1) / blk2 <= nb ? np : p0 + nb * blk2;
+
+#define FP_SIMD_STEPS(ROWS)                                                                   \
+    for (int64_t p = p0; p < p1; p++) {                                                       \
+        if (pairclamp) {                                                                      \
+            FPV_PSTEPALL(ROWS);                                                               \
+        } else {                                                                              \
+            FPV_STEPALL(ROWS);                                                                \
+        }                                                                                     \
+    }
+
 #define FP_SIMD_TILE(P, ATTR, ROWS)                                                           \
     ATTR static FP_ALWAYS_INLINE void P##_impl(                                               \
         const int32_t *ap, const void *bpv, int64_t np, int64_t blk2, int32_t *c,             \
         int64_t ldc, int32_t *cnt, int64_t ldn, const fp_merge_t *mg, const int merge,        \
         const int pairclamp, const int sat, const int b32, const int counting) {              \
         const int32_t *bp = (const int32_t *)bpv;                                             \
-        const int64_t step = merge ? blk2 : np;                                               \
-        for (int64_t p0 = 0; p0 < np; p0 += step) {                                           \
-            const int64_t p1 = p0 + step < np ? p0 + step : np;                               \
+        if (!merge) {                                                                         \
+            const int64_t p0 = 0, p1 = np;                                                    \
             ROWS(FP_T_DECL)                                                                   \
-            for (int64_t p = p0; p < p1; p++) {                                               \
-                if (pairclamp) {                                                              \
-                    FPV_PSTEPALL(ROWS);                                                       \
-                } else {                                                                      \
-                    FPV_STEPALL(ROWS);                                                        \
-                }                                                                             \
-            }                                                                                 \
-            if (merge) {                                                                      \
+            FP_SIMD_STEPS(ROWS)                                                               \
+            ROWS(FP_T_ADD)                                                                    \
+            return;                                                                           \
+        }                                                                                     \
+        const int64_t hi = b32 ? INT32_MAX : mg->hi;                                          \
+        int wait = 0;                                                                         \
+        for (int64_t p0 = 0; p0 < np;) {                                                      \
+            FP_RUN_PLAN(ROWS, FP_T_ABSMAX)                                                    \
+            ROWS(FP_T_DECL)                                                                   \
+            FP_SIMD_STEPS(ROWS)                                                               \
+            if (single) {                                                                     \
                 ROWS(FP_T_MERGE)                                                              \
             } else {                                                                          \
                 ROWS(FP_T_ADD)                                                                \
             }                                                                                 \
+            p0 = p1;                                                                          \
         }                                                                                     \
     }
 
@@ -616,6 +669,9 @@ FP_TILE_VARIANTS(fp_tile_portable, FP_CLONES, fp_tile_portable_impl, fp_tile_por
     g##r##_0 = FPV_MERGER(g##r##_0, s##r##_0, counting ? cnt + r * ldn : NULL, mg, sat, b32); \
     g##r##_1 = FPV_MERGER(g##r##_1, s##r##_1, counting ? cnt + r * ldn + FPV_L : NULL, mg,    \
                           sat, b32);
+#define FP_R_ADD(r)                                                                           \
+    g##r##_0 = FPV_ADD(g##r##_0, s##r##_0);                                                   \
+    g##r##_1 = FPV_ADD(g##r##_1, s##r##_1);
 #define FP_R_STORE(r)                                                                         \
     FPV_STORE(c + r * ldc, g##r##_0);                                                         \
     FPV_STORE(c + r * ldc + FPV_L, g##r##_1);
@@ -626,19 +682,20 @@ FP_TILE_VARIANTS(fp_tile_portable, FP_CLONES, fp_tile_portable_impl, fp_tile_por
         int64_t ldc, int32_t *cnt, int64_t ldn, const fp_merge_t *mg, const int merge,        \
         const int pairclamp, const int sat, const int b32, const int counting) {              \
         const int32_t *bp = (const int32_t *)bpv;                                             \
+        const int64_t hi = b32 ? INT32_MAX : mg->hi;                                          \
+        int wait = 0;                                                                         \
         (void)merge;                                                                          \
         ROWS(FP_R_DECL)                                                                       \
-        for (int64_t p0 = 0; p0 < np; p0 += blk2) {                                           \
-            const int64_t p1 = p0 + blk2 < np ? p0 + blk2 : np;                               \
+        for (int64_t p0 = 0; p0 < np;) {                                                      \
+            FP_RUN_PLAN(ROWS, FP_R_ABSMAX)                                                    \
             ROWS(FP_R_ZERO)                                                                   \
-            for (int64_t p = p0; p < p1; p++) {                                               \
-                if (pairclamp) {                                                              \
-                    FPV_PSTEPALL(ROWS);                                                       \
-                } else {                                                                      \
-                    FPV_STEPALL(ROWS);                                                        \
-                }                                                                             \
+            FP_SIMD_STEPS(ROWS)                                                               \
+            if (single) {                                                                     \
+                ROWS(FP_R_MERGE)                                                              \
+            } else {                                                                          \
+                ROWS(FP_R_ADD)                                                                \
             }                                                                                 \
-            ROWS(FP_R_MERGE)                                                                  \
+            p0 = p1;                                                                          \
         }                                                                                     \
         ROWS(FP_R_STORE)                                                                      \
     }
@@ -676,12 +733,23 @@ FP_TARGET_AVX2 static FP_ALWAYS_INLINE void fp_merge_avx2(int32_t *c, int32_t *c
                             _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)cnt), m));
 }
 
+/* The largest of 8 uint32 lanes. */
+FP_TARGET_AVX2 static inline uint32_t fp_hmaxu_avx2(__m256i v) {
+    __m128i x = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    x = _mm_max_epu32(x, _mm_shuffle_epi32(x, 0x4e));
+    x = _mm_max_epu32(x, _mm_shuffle_epi32(x, 0xb1));
+    return (uint32_t)_mm_cvtsi128_si32(x);
+}
+
 #define FPV __m256i
 #define FPV_L 8
 #define FPV_ZERO() _mm256_setzero_si256()
 #define FPV_LOAD(p) _mm256_loadu_si256((const __m256i *)(p))
 #define FPV_STORE(p, v) _mm256_storeu_si256((__m256i *)(p), (v))
 #define FPV_ADD(x, y) _mm256_add_epi32((x), (y))
+#define FPV_ABS(x) _mm256_abs_epi32(x)
+#define FPV_MAXU(x, y) _mm256_max_epu32((x), (y))
+#define FPV_HMAXU(x) fp_hmaxu_avx2(x)
 #define FPV_STEPALL FP_STEPAVX2
 #define FPV_PSTEPALL FP_PSTEPAVX2_6
 #define FPV_MERGE fp_merge_avx2
@@ -693,6 +761,9 @@ FP_TILE_VARIANTS(fp_tile_avx2, FP_TARGET_AVX2, fp_tile_avx2_impl, fp_tile_avx2_i
 #undef FPV_STEPALL
 #undef FPV_PSTEPALL
 #undef FPV_ADD
+#undef FPV_ABS
+#undef FPV_MAXU
+#undef FPV_HMAXU
 #undef FPV_STORE
 #undef FPV_LOAD
 #undef FPV_ZERO
@@ -784,6 +855,9 @@ FP_TARGET_AVX512 static FP_ALWAYS_INLINE __m256i fp_merger_avx512vl(__m256i g, _
 #define FPV_LOAD(p) _mm256_loadu_si256((const __m256i *)(p))
 #define FPV_STORE(p, v) _mm256_storeu_si256((__m256i *)(p), (v))
 #define FPV_ADD(x, y) _mm256_add_epi32((x), (y))
+#define FPV_ABS(x) _mm256_abs_epi32(x)
+#define FPV_MAXU(x, y) _mm256_max_epu32((x), (y))
+#define FPV_HMAXU(x) fp_hmaxu_avx2(x)
 #define FPV_STEPALL FP_STEP256_12
 #define FPV_PSTEPALL FP_PSTEP256_12
 #define FPV_MERGE fp_merge_avx2
@@ -804,6 +878,9 @@ FP_TILE_VARIANTS(fp_tile_vnni256, FP_TARGET_AVX512, fp_tile_vnni256_impl, fp_til
 #undef FPV_STEPALL
 #undef FPV_PSTEPALL
 #undef FPV_ADD
+#undef FPV_ABS
+#undef FPV_MAXU
+#undef FPV_HMAXU
 #undef FPV_STORE
 #undef FPV_LOAD
 #undef FPV_ZERO
@@ -816,6 +893,9 @@ FP_TILE_VARIANTS(fp_tile_vnni256, FP_TARGET_AVX512, fp_tile_vnni256_impl, fp_til
 #define FPV_LOAD(p) _mm512_loadu_si512((const void *)(p))
 #define FPV_STORE(p, v) _mm512_storeu_si512((void *)(p), (v))
 #define FPV_ADD(x, y) _mm512_add_epi32((x), (y))
+#define FPV_ABS(x) _mm512_abs_epi32(x)
+#define FPV_MAXU(x, y) _mm512_max_epu32((x), (y))
+#define FPV_HMAXU(x) _mm512_reduce_max_epu32(x)
 #define FPV_STEPALL FP_STEP512_12
 #define FPV_PSTEPALL FP_PSTEP512_12
 #define FPV_MERGE fp_merge_avx512
@@ -836,6 +916,9 @@ FP_TILE_VARIANTS(fp_tile_vnni512, FP_TARGET_AVX512, fp_tile_vnni512_impl, fp_til
 #undef FPV_STEPALL
 #undef FPV_PSTEPALL
 #undef FPV_ADD
+#undef FPV_ABS
+#undef FPV_MAXU
+#undef FPV_HMAXU
 #undef FPV_STORE
 #undef FPV_LOAD
 #undef FPV_ZERO

@@ -134,6 +134,32 @@ def test_every_path_long_k(acc):
     _check_all_paths(a, b, "int8", acc, c=_c_near_edges(rng, acc, 7, 21))
 
 
+@pytest.mark.parametrize("acc", [A(32, "saturate", 16), A(32, "wrap", 16), A(24, "saturate", 4),
+                                 A(32, "saturate", 3), A(32, "saturate", 2, pair_bits=16),
+                                 A(20, "wrap", 5)], ids=str)
+def test_runs_of_blocks_near_the_limits(acc):
+    """The kernels sum runs of blocks in one pass while no register of a tile
+    can reach a limit (|register| + n * max|block sum| <= max), and merge block
+    by block once one can: registers start a few blocks below the limits and
+    climb (or fall) into them, so runs, the switch to single blocks, the
+    clamps and the counts all happen inside one product."""
+    K, N = 700, 37
+    rng = np.random.default_rng(acc.bits * 100 + acc.block)
+    fa = fb = as_int_format("int8")
+    maxterm = 16384 if acc.pair_bits is None else min(2 * 16384, 1 << (acc.pair_bits - 1))
+    maxblk = acc.block * maxterm
+    rows = [np.full(K, 127), np.full(K, -128), rng.integers(-128, 128, K),
+            np.where(rng.random(K) < 0.7, 127, -128), np.where(np.arange(K) < K // 2, 127, -127)]
+    a = np.array(rows * 3, dtype=np.int8)
+    b = np.where(rng.random((K, N)) < 0.8, 127, rng.integers(-128, 128, (K, N))).astype(np.int8)
+    M = a.shape[0]
+    for m in (0, 1, 2, 3, 5, 10, 40, 200):     # whole blocks of room below the limits
+        room = m * maxblk + rng.integers(0, maxblk, (M, N))
+        c = np.where(np.arange(N) % 2, acc.max - room, acc.min + room)
+        c = np.clip(c, acc.min, acc.max)
+        _check_all_paths(a, b, "int8", acc, c=c)
+
+
 @st.composite
 def _case(draw):
     fa = as_int_format(draw(st.sampled_from(["int8", "uint8", "int4", "int2", "int16", "uint12"])))
