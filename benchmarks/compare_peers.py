@@ -10,8 +10,8 @@ one is reported as missing.
     python benchmarks/compare_peers.py            # the sizes of the speed targets
     python benchmarks/compare_peers.py --quick    # small sizes, a smoke test
     python benchmarks/compare_peers.py --targets-only --nosimd-build DIR
-        # only the speed-target ratios (issue 13), with DIR a build made with
-        # FIXEDPOINT_NO_SIMD=1 (e.g. `FIXEDPOINT_NO_SIMD=1 pip install --no-deps -t DIR .`)
+        # only the speed-target ratios (issue 13); DIR holds a copy of the source
+        # tree built with `FIXEDPOINT_NO_SIMD=1 python setup.py build_ext --inplace`
 
 Output: a Markdown table on stdout (and ``--out FILE``).
 """
