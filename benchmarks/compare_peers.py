@@ -567,13 +567,18 @@ class forced_path:
             os.environ[PATH_ENV] = self.old
 
 
-def interleaved(fns, repeat):
-    """(min, median) seconds of each function, run in turns after one warm-up."""
+def interleaved(fns, repeat, pause=0.15):
+    """(min, median) seconds of each function, run in turns after one warm-up.
+
+    ``pause`` seconds of sleep separate the calls: OpenBLAS's worker threads
+    and OpenMP's keep spinning for a while after a call, and would otherwise
+    take a core from whichever library runs next."""
     for f in fns.values():
         f()
     times = {k: [] for k in fns}
     for _ in range(repeat):
         for k, f in fns.items():
+            time.sleep(pause)
             t0 = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t0)
