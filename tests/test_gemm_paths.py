@@ -399,6 +399,40 @@ def test_peak_memory(path):
         assert peak <= out + extra + packed + slack, (case, peak)
 
 
+_OOM_SCRIPT = r"""
+import resource, sys
+import numpy as np
+import fixedpoint as fp
+generic = sys.argv[1] == "generic"
+if generic:   # the int64 loop's scratch rows (2 N int64) cannot be allocated
+    a, b = np.ones((1, 1), np.int8), np.ones((1, 1 << 21), np.int8)
+    acc, room = fp.Accumulator(40, "saturate"), 30 << 20
+else:         # the packed copy of A (32 MiB) cannot be allocated
+    a, b = np.ones((4096, 4096), np.int8), np.ones((4096, 8), np.int8)
+    acc, room = fp.Accumulator(32, "saturate"), 16 << 20
+fp.matmul(a[:1, :1], b[:1, :4], "int8", acc=acc)          # warm up
+vm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize")][0]
+resource.setrlimit(resource.RLIMIT_AS, (vm + room, resource.RLIM_INFINITY))
+try:
+    fp.matmul(a, b, "int8", acc=acc, num_threads=2)
+except MemoryError as e:
+    print("MemoryError:", e)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+@pytest.mark.parametrize("path", PATHS)
+def test_out_of_memory_is_a_memory_error(path):
+    """A kernel that cannot allocate its packed operands or scratch rows raises
+    MemoryError before any thread starts (nothing half-written is returned)."""
+    env = dict(os.environ, **{PATH_ENV: path})
+    res = subprocess.run([sys.executable, "-c", _OOM_SCRIPT, path], env=env,
+                         capture_output=True, text=True, timeout=120)
+    want = "scratch rows" if path == "generic" else "packed operands"
+    assert res.stdout.startswith("MemoryError: matmul: out of memory") and want in res.stdout, \
+        (res.stdout, res.stderr[-2000:])
+
+
 # ---------------------------------------------------------------------------
 # The u8 x s8 pair model against ONNX Runtime on an emulated AVX2 CPU
 
