@@ -620,6 +620,7 @@ for k, f in fns.items():
     f()
     ts = []
     for _ in range(repeat):
+        time.sleep(0.15)
         t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
     res[k] = [min(ts), statistics.median(ts)]
 res["compiled"] = list(_int.GEMM_COMPILED)
@@ -629,8 +630,18 @@ print(json.dumps(res))
 """
 
 
+def _on_path(path, f):
+    """f, run with the integer GEMM forced onto ``path``."""
+    def run():
+        with forced_path(path):
+            return f()
+    return run
+
+
 def speed_targets(size, repeat, nosimd_build=None, threads=2):
-    """The issue-13 ratios as Markdown lines."""
+    """The issue-13 ratios as Markdown lines.  Every workload, NumPy's sgemm
+    and the forced instruction paths run in one interleaved series, so that
+    all of them see the same machine noise."""
     n = size
     g = np.random.default_rng(1)
     a = g.integers(-128, 128, (n, n)).astype(np.int8)
@@ -643,98 +654,107 @@ def speed_targets(size, repeat, nosimd_build=None, threads=2):
     U8S8 = fp.Accumulator(32, "wrap", 2, pair_bits=16)
     t = threads
     auto = gemm_path()
-    lines = [f"Speed targets, {n}^3, {t} threads, {repeat} runs in turns with NumPy float32 sgemm "
-             f"(min / median; ratios of mins, then of medians). Auto path: {auto}.", "",
-             "| workload | fixedpoint path | fixedpoint | sgemm (same run) | ratio | target |",
-             "|---|---|---|---|---|---|"]
+
+    def wrap():
+        return fp.matmul(a, b, "int8", acc=W, num_threads=t)
+
+    def hopper_edge():
+        return fp.matmul(a, b, "int8", acc=H, c=c_edge, num_threads=t)
+
+    fns = {"sgemm": lambda: af @ bf,
+           "wrap": wrap,
+           "hopper": lambda: fp.matmul(a, b, "int8", acc=H, num_threads=t),
+           "hopper_edge": hopper_edge,
+           "u8s8": lambda: fp.matmul(au, b, ("uint8", "int8"), acc=U8S8, num_threads=t)}
+    others = [p for p in ("vnni512", "vnni256", "avx2", "portable")
+              if p != auto and fp._int.gemm_available(fp._int.GEMM_PATHS[p])]
+    for p in others:
+        fns[p + " wrap"] = _on_path(p, wrap)
+        fns[p + " hopper_edge"] = _on_path(p, hopper_edge)
+    fp8_error = None
+    try:
+        fa = _e4m3_codes(g.standard_normal((n, n)).astype(np.float32))
+        fb = _e4m3_codes(g.standard_normal((n, n)).astype(np.float32))
+        fns["fp8 split"] = _fp8_gemm_fn(fa, fb, False, t)
+        fns["fp8 fast"] = _fp8_gemm_fn(fa, fb, True, t)
+        fns["fp8 split"]()
+    except Exception as exc:  # noqa: BLE001 - the FP8 API is changing under another helper
+        fp8_error = f"{type(exc).__name__}: {exc}"
+        fns.pop("fp8 split", None)
+        fns.pop("fp8 fast", None)
+    with numpy_threads(t):
+        res = interleaved(fns, repeat)
+    ref = res["sgemm"]
 
     def ms(x):
         return f"{x[0] * 1e3:.2f} / {x[1] * 1e3:.2f} ms"
 
-    def sgemm():
-        return af @ bf
+    lines = [f"Speed targets, {n}^3, {t} threads, {repeat} interleaved runs of every row and NumPy "
+             f"float32 sgemm (min / median; ratios of mins, then of medians). Auto path: {auto}.",
+             f"NumPy sgemm in the same series: {ms(ref)}.", "",
+             "| workload | fixedpoint path | fixedpoint | ratio | target |", "|---|---|---|---|---|"]
 
-    def row(workload, path, r, ref, target, speed=True):
-        q = ((ref[0] / r[0], ref[1] / r[1]) if speed else (r[0] / ref[0], r[1] / ref[1]))
+    def row(workload, path, r, target, speed=True):
+        q = (ref[0] / r[0], ref[1] / r[1]) if speed else (r[0] / ref[0], r[1] / ref[1])
         kind = "x sgemm's speed" if speed else "x sgemm's time"
-        lines.append(f"| {workload} | {path} | {ms(r)} | {ms(ref)} | {q[0]:.2f} / {q[1]:.2f} {kind} "
-                     f"| {target} |")
+        lines.append(f"| {workload} | {path} | {ms(r)} | {q[0]:.2f} / {q[1]:.2f} {kind} | {target} |")
 
-    int_fns = {
-        "wrap": lambda: fp.matmul(a, b, "int8", acc=W, num_threads=t),
-        "hopper": lambda: fp.matmul(a, b, "int8", acc=H, num_threads=t),
-        "hopper_edge": lambda: fp.matmul(a, b, "int8", acc=H, c=c_edge, num_threads=t),
-        "u8s8": lambda: fp.matmul(au, b, ("uint8", "int8"), acc=U8S8, num_threads=t),
-    }
-    with numpy_threads(t):
-        res = interleaved({"sgemm": sgemm, **int_fns}, repeat)
-    row("INT8 GEMM, Accumulator(32, 'wrap')", auto, res["wrap"], res["sgemm"], ">= 1.2x (goal 1.5x)")
+    row("INT8 GEMM, Accumulator(32, 'wrap')", auto, res["wrap"], ">= 1.2x (goal 1.5x)")
     row("INT8 GEMM, Hopper Accumulator(32, 'saturate', block=16), random data (no overflow "
-        "possible: exact single-sum kernel)", auto, res["hopper"], res["sgemm"], ">= 1.2x (goal 1.5x)")
+        "possible: exact single-sum kernel)", auto, res["hopper"], ">= 1.2x (goal 1.5x)")
     row("INT8 GEMM, Hopper Accumulator(32, 'saturate', block=16), c at 2^31 - 2^20 (the "
-        "block-saturating kernel runs)", auto, res["hopper_edge"], res["sgemm"], ">= 1.2x (goal 1.5x)")
+        "block-saturating kernel runs)", auto, res["hopper_edge"], ">= 1.2x (goal 1.5x)")
     row("u8 x s8 GEMM, Accumulator(32, 'wrap', 2, pair_bits=16) (x86 vpmaddubsw model)", auto,
-        res["u8s8"], res["sgemm"], "")
-    # every other compiled path this CPU runs, and the portable/AVX2 ratio
-    per_path = {}
-    for path in ("vnni512", "vnni256", "avx2", "portable"):
-        if path == auto or not fp._int.gemm_available(fp._int.GEMM_PATHS[path]):
-            continue
-        with forced_path(path), numpy_threads(t):
-            per_path[path] = interleaved({"sgemm": sgemm, "wrap": int_fns["wrap"],
-                                          "hopper_edge": int_fns["hopper_edge"]}, repeat)
-        for k, label in (("wrap", "wrap"), ("hopper_edge", "Hopper saturate, c at the edge")):
-            row(f"INT8 GEMM, {label}", path, per_path[path][k], per_path[path]["sgemm"],
-                ">= 1.2x" if path != "portable" else "")
-    per_path[auto] = res
-    avx2 = per_path.get("avx2")
+        res["u8s8"], "")
+    for p in others:
+        row("INT8 GEMM, wrap", p, res[p + " wrap"], "")
+        row("INT8 GEMM, Hopper saturate, c at the edge", p, res[p + " hopper_edge"], "")
+    if fp8_error is None:
+        row("FP8 GEMM E4M3 x E4M3, Hopper model, split accumulation (fast_accum=False)", "",
+            res["fp8 split"], "<= 2.5x", speed=False)
+        row("FP8 GEMM E4M3 x E4M3, Hopper model, fast accumulation (fast_accum=True)", "",
+            res["fp8 fast"], "<= 2.5x", speed=False)
+    else:
+        lines.append(f"\nFP8 GEMM: not measured ({fp8_error})")
     lines.append("")
-    if avx2 and "portable" in per_path:
-        p = per_path["portable"]
-        lines.append(f"Portable C path of this build (compiled with function clones): "
-                     f"wrap {p['wrap'][0] / avx2['wrap'][0]:.2f}x, Hopper at the edge "
-                     f"{p['hopper_edge'][0] / avx2['hopper_edge'][0]:.2f}x the AVX2 path's time (mins).")
-    if nosimd_build:
-        proc = subprocess.run([sys.executable, "-c", _NOSIMD_SCRIPT, nosimd_build, str(n),
-                               str(repeat), str(t)], capture_output=True, text=True,
-                              env={k: v for k, v in os.environ.items() if k != PATH_ENV})
-        if proc.returncode != 0:
-            lines.append(f"FIXEDPOINT_NO_SIMD build at {nosimd_build}: not importable "
-                         f"({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode})")
-        else:
-            ns = json.loads(proc.stdout)
-            if "avx2" in ns["compiled"] or "vnni512" in ns["compiled"]:
-                lines.append(f"{nosimd_build} is not a FIXEDPOINT_NO_SIMD=1 build "
-                             f"(compiled paths {ns['compiled']})")
-            elif avx2:
-                with forced_path("avx2"):
-                    again = interleaved({"wrap": int_fns["wrap"],
-                                         "hopper_edge": int_fns["hopper_edge"]}, repeat)
-                ref_w = min(avx2["wrap"][0], again["wrap"][0])
-                ref_h = min(avx2["hopper_edge"][0], again["hopper_edge"][0])
-                lines.append(f"FIXEDPOINT_NO_SIMD=1 build (every x86 intrinsic and clone compiled "
-                             f"out; {ns['file']}): wrap {ns['wrap'][0] * 1e3:.2f} ms = "
-                             f"{ns['wrap'][0] / ref_w:.2f}x, Hopper at the edge "
-                             f"{ns['hopper_edge'][0] * 1e3:.2f} ms = {ns['hopper_edge'][0] / ref_h:.2f}x "
-                             f"the AVX2 path's time (mins; AVX2 measured in this process before and "
-                             f"after; target <= 3x).")
-    # FP8 GEMM, measured as it is (its API is another helper's)
-    try:
-        fa = _e4m3_codes(g.standard_normal((n, n)).astype(np.float32))
-        fb = _e4m3_codes(g.standard_normal((n, n)).astype(np.float32))
-        fp8 = {"split": _fp8_gemm_fn(fa, fb, False, t), "fast": _fp8_gemm_fn(fa, fb, True, t)}
-        with numpy_threads(t):
-            r8 = interleaved({"sgemm": sgemm, **fp8}, max(3, repeat // 2))
-        lines.append("")
-        lines += ["| workload | fixedpoint | sgemm (same run) | ratio | target |", "|---|---|---|---|---|"]
-        for k, label in (("split", "split accumulation (fast_accum=False)"),
-                         ("fast", "fast accumulation (fast_accum=True)")):
-            q = (r8[k][0] / r8["sgemm"][0], r8[k][1] / r8["sgemm"][1])
-            lines.append(f"| FP8 GEMM E4M3 x E4M3, Hopper model, {label} | {ms(r8[k])} | "
-                         f"{ms(r8['sgemm'])} | {q[0]:.2f} / {q[1]:.2f}x sgemm's time | <= 2.5x |")
-    except Exception as exc:  # noqa: BLE001 - the FP8 API is changing under another helper
-        lines.append(f"FP8 GEMM: not measured ({type(exc).__name__}: {exc})")
+    avx2 = {k: res[k if auto == "avx2" else "avx2 " + k] for k in ("wrap", "hopper_edge")} \
+        if (auto == "avx2" or "avx2" in others) else None
+    port = {k: res[k if auto == "portable" else "portable " + k] for k in ("wrap", "hopper_edge")} \
+        if (auto == "portable" or "portable" in others) else None
+    if avx2 and port:
+        lines.append(f"Portable C path of this build (compiled with function clones): wrap "
+                     f"{port['wrap'][0] / avx2['wrap'][0]:.2f}x, Hopper at the edge "
+                     f"{port['hopper_edge'][0] / avx2['hopper_edge'][0]:.2f}x the AVX2 path's time "
+                     f"(mins).")
+    if nosimd_build and avx2:
+        lines.append(_nosimd_ratio(nosimd_build, n, repeat, t, wrap, hopper_edge))
     return "\n".join(lines) + "\n"
+
+
+def _nosimd_ratio(build, n, repeat, t, wrap, hopper_edge, rounds=3):
+    """The FIXEDPOINT_NO_SIMD build (in a subprocess) against the AVX2 path (in
+    this process), in alternating rounds; the best time of each."""
+    best = {"wrap": [np.inf, np.inf], "hopper_edge": [np.inf, np.inf]}   # [avx2, nosimd]
+    env = {k: v for k, v in os.environ.items() if k != PATH_ENV}
+    for _ in range(rounds):
+        mine = interleaved({"wrap": _on_path("avx2", wrap),
+                            "hopper_edge": _on_path("avx2", hopper_edge)}, repeat)
+        proc = subprocess.run([sys.executable, "-c", _NOSIMD_SCRIPT, build, str(n), str(repeat),
+                               str(t)], capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode
+            return f"FIXEDPOINT_NO_SIMD build at {build}: not importable ({last})"
+        ns = json.loads(proc.stdout)
+        if any(p in ns["compiled"] for p in ("avx2", "vnni256", "vnni512")):
+            return f"{build} is not a FIXEDPOINT_NO_SIMD=1 build (compiled paths {ns['compiled']})"
+        for k in best:
+            best[k][0] = min(best[k][0], mine[k][0])
+            best[k][1] = min(best[k][1], ns[k][0])
+    w, h = best["wrap"], best["hopper_edge"]
+    return (f"FIXEDPOINT_NO_SIMD=1 build (every x86 intrinsic and clone compiled out; {ns['file']}): "
+            f"wrap {w[1] * 1e3:.2f} ms = {w[1] / w[0]:.2f}x, Hopper at the edge {h[1] * 1e3:.2f} ms = "
+            f"{h[1] / h[0]:.2f}x the AVX2 path's time ({w[0] * 1e3:.2f} and {h[0] * 1e3:.2f} ms; best "
+            f"of {rounds} alternating rounds of {repeat} runs; target <= 3x).")
 
 
 def bandwidth_probe(n, repeat):
@@ -775,6 +795,7 @@ def main(argv=None):
     ap.add_argument("--out", help="also write the Markdown here")
     ap.add_argument("--targets-only", action="store_true",
                     help="only the speed-target ratios (INT8 and FP8 GEMM against sgemm)")
+    ap.add_argument("--threads", type=int, default=2, help="threads of the speed-target rows")
     ap.add_argument("--nosimd-build", metavar="DIR",
                     help="a FIXEDPOINT_NO_SIMD=1 build of the package (a directory holding "
                          "fixedpoint/) for the portable/AVX2 ratio, run in a subprocess")
@@ -782,7 +803,7 @@ def main(argv=None):
     threads = [1, 2]
     big, mat = (1 << 20, 256) if args.quick else (1 << 24, 1024)
     repeat = 3 if args.quick else args.repeat
-    targets = speed_targets(mat, max(repeat, 5), args.nosimd_build)
+    targets = speed_targets(mat, max(repeat, 5), args.nosimd_build, args.threads)
     if args.targets_only:
         print(targets)
         if args.out:
