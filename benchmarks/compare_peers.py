@@ -568,17 +568,18 @@ class forced_path:
 
 
 def interleaved(fns, repeat, pause=0.15):
-    """(min, median) seconds of each function, run in turns after one warm-up.
+    """(min, median) seconds of each function, run in turns.
 
-    ``pause`` seconds of sleep separate the calls: OpenBLAS's worker threads
-    and OpenMP's keep spinning for a while after a call, and would otherwise
-    take a core from whichever library runs next."""
-    for f in fns.values():
-        f()
+    Each timed call follows ``pause`` seconds of sleep and one untimed call of
+    the same function: OpenBLAS's and OpenMP's worker threads keep spinning
+    for a while after a call (and would take a core from whichever library
+    runs next), and sleep once they stop (and would then be woken up inside
+    the timed call); so every library is timed with its own threads awake."""
     times = {k: [] for k in fns}
     for _ in range(repeat):
         for k, f in fns.items():
             time.sleep(pause)
+            f()
             t0 = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t0)
@@ -621,6 +622,7 @@ for k, f in fns.items():
     ts = []
     for _ in range(repeat):
         time.sleep(0.15)
+        f()
         t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
     res[k] = [min(ts), statistics.median(ts)]
 res["compiled"] = list(_int.GEMM_COMPILED)
