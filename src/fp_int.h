@@ -396,6 +396,7 @@ static FP_ALWAYS_INLINE void fp_tile_portable_impl(const int32_t *ap32, const vo
     const int64_t hi = b32 ? INT32_MAX : mg->hi;
     int64_t p0 = 0;
     int wait = 0;
+    int64_t gmax = -1; /* max |register| of the tile, once known (-1: not yet) */
     while (p0 < np) {
         int64_t p1 = np;
         int single = 0;
@@ -404,14 +405,21 @@ static FP_ALWAYS_INLINE void fp_tile_portable_impl(const int32_t *ap32, const vo
             p1 = p0 + blk2 < np ? p0 + blk2 : np;
             single = 1;
         } else if (merge) {
-            int64_t gmax = 0;
-            for (int r = 0; r < FP_PMR; r++)
-                for (int j = 0; j < FP_PNR; j++) {
-                    const int64_t v = c[r * ldc + j];
-                    gmax = v < 0 ? (-v > gmax ? -v : gmax) : (v > gmax ? v : gmax);
-                }
-            const int64_t room = hi - gmax;
-            const int64_t nsafe = room > 0 ? room / mg->maxblk : 0;
+            if (gmax < 0) {
+                gmax = 0;
+                for (int r = 0; r < FP_PMR; r++)
+                    for (int j = 0; j < FP_PNR; j++) {
+                        const int64_t v = c[r * ldc + j];
+                        gmax = v < 0 ? (-v > gmax ? -v : gmax) : (v > gmax ? v : gmax);
+                    }
+            }
+            /* nsafe = room / maxblk, without a division for the common few blocks */
+            const int64_t room = hi - gmax, mb = mg->maxblk;
+            int64_t nsafe = 0;
+            if (room > 0) {
+                while (nsafe < 8 && (nsafe + 1) * mb <= room) nsafe++;
+                if (nsafe == 8) nsafe = room / mb;
+            }
             if (nsafe >= 2) {
                 if (nsafe < (np - p0 + blk2 - 1) / blk2) p1 = p0 + nsafe * blk2;
             } else {
@@ -423,16 +431,19 @@ static FP_ALWAYS_INLINE void fp_tile_portable_impl(const int32_t *ap32, const vo
         uint32_t s[FP_PMR][FP_PNR];
         memset(s, 0, sizeof s);
         fp_portable_sums(a, b, ld, 2 * p0, 2 * p1, plo, phi, pairclamp, s);
+        int64_t newmax = 0;
         for (int r = 0; r < FP_PMR; r++)
             for (int j = 0; j < FP_PNR; j++) {
+                int32_t *cp = c + r * ldc + j;
                 if (single) {
-                    fp_merge1(c + r * ldc + j, counting ? cnt + r * ldn + j : NULL, s[r][j], mg,
-                              sat, b32);
+                    fp_merge1(cp, counting ? cnt + r * ldn + j : NULL, s[r][j], mg, sat, b32);
                 } else { /* modulo 2^32: exact in a run, the sum itself without merges */
-                    int32_t *cp = c + r * ldc + j;
                     *cp = fp_u2s32((uint32_t)*cp + s[r][j]);
                 }
+                const int64_t v = *cp;
+                newmax = v < 0 ? (-v > newmax ? -v : newmax) : (v > newmax ? v : newmax);
             }
+        gmax = newmax;
         p0 = p1;
     }
 }
