@@ -320,6 +320,12 @@ def matmul(a, b, fmt, *, acc=None, c=None, return_overflow=False, num_threads=No
     array([[32767]], dtype=int32)
     """
     if dask_arrays.is_dask(a, b, c):
+        if getattr(acc, "pair_bits", None) is not None:
+            # a pair (k = 2p, 2p + 1) must not straddle two K chunks: one K chunk
+            if getattr(a, "ndim", 0) == 2 and hasattr(a, "rechunk"):
+                a = a.rechunk({1: -1})
+            if getattr(b, "ndim", 0) == 2 and hasattr(b, "rechunk"):
+                b = b.rechunk({0: -1})
         return dask_arrays.matmul(_matmul_positional, a, b, fmt, acc, c=c,
                                   return_overflow=return_overflow, num_threads=num_threads)
     fa, fb = _operand_formats(fmt)

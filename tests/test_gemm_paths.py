@@ -233,6 +233,22 @@ def test_pairs_clip_like_vpmaddubsw():
             assert fp.dot([255, 255], [127, 127], ("uint8", "int8")) == 64770
 
 
+def test_pairs_with_dask_operands_any_k_chunks():
+    """A pair (k = 2p, 2p + 1) never straddles two K chunks of dask operands."""
+    da = need("dask.array", "pip install dask")
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, (6, 101)).astype(np.uint8)
+    b = rng.integers(-128, 128, (101, 5)).astype(np.int8)
+    c = np.full((6, 5), 2**31 - 2**17)
+    for acc in (A(32, "wrap", 2, pair_bits=16), A(32, "saturate", 3, pair_bits=16)):
+        want, want_n = fp.matmul(a, b, ("uint8", "int8"), acc=acc, c=c, return_overflow=True)
+        for ch in (5, 4, 33):
+            got, n = fp.matmul(da.from_array(a, chunks=(2, ch)), da.from_array(b, chunks=(ch, 3)),
+                               ("uint8", "int8"), acc=acc, c=c, return_overflow=True)
+            np.testing.assert_array_equal(got.compute(), want)
+            np.testing.assert_array_equal(n.compute(), want_n)
+
+
 def test_mixed_formats_checked_separately():
     with pytest.raises(ValueError, match=r"^a: value 200 .* int8"):
         fp.matmul([[200]], [[1]], ("int8", "uint8"))
