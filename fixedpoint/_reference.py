@@ -318,8 +318,8 @@ def tensorcore_dot(a_vals, a_exps, b_vals, b_exps, block, frac_bits, product_exp
 def fp8_matmul(a, b, fa, fb, acc):
     """A 2-D FP8 matrix product through the tensor-core model, element by element
     with :func:`tensorcore_dot`: the float32 accumulator values, unscaled."""
-    from .formats import as_float_format
-    fa, fb = as_float_format(fa), as_float_format(fb)
+    from .formats import as_format
+    fa, fb = as_format(fa, kind="float"), as_format(fb, kind="float")
 
     def decode(codes, f):
         vals, exps = [], []

@@ -41,7 +41,7 @@ from . import _int
 from . import dask_arrays
 from ._checks import (as_format_array, as_integer_array, check_choice, check_int_range,
                       check_positive_int, matmul_operands, resolve_threads)
-from .formats import as_int_format
+from .formats import as_format
 from .intops import OVERFLOW_MODES
 
 __all__ = ["Accumulator", "matmul", "dot", "gemm_path"]
@@ -182,8 +182,8 @@ def _operand_formats(fmt):
         if len(fmt) != 2:
             raise ValueError(f"fmt: expected one format or a pair (fmt_a, fmt_b), got "
                              f"{len(fmt)} formats")
-        return as_int_format(fmt[0], "fmt"), as_int_format(fmt[1], "fmt")
-    f = as_int_format(fmt, "fmt")
+        return as_format(fmt[0], "fmt", "int"), as_format(fmt[1], "fmt", "int")
+    f = as_format(fmt, "fmt", "int")
     return f, f
 
 
@@ -320,14 +320,8 @@ def matmul(a, b, fmt, *, acc=None, c=None, return_overflow=False, num_threads=No
     array([[32767]], dtype=int32)
     """
     if dask_arrays.is_dask(a, b, c):
-        if getattr(acc, "pair_bits", None) is not None:
-            # a pair (k = 2p, 2p + 1) must not straddle two K chunks: one K chunk
-            if getattr(a, "ndim", 0) == 2 and hasattr(a, "rechunk"):
-                a = a.rechunk({1: -1})
-            if getattr(b, "ndim", 0) == 2 and hasattr(b, "rechunk"):
-                b = b.rechunk({0: -1})
-        return dask_arrays.matmul(_matmul_positional, a, b, fmt, acc, c=c,
-                                  return_overflow=return_overflow, num_threads=num_threads)
+        return dask_arrays.matmul(matmul, a, b, fmt, acc=acc, c=c, return_overflow=return_overflow,
+                                  num_threads=num_threads)
     fa, fb = _operand_formats(fmt)
     if acc is None:
         acc = Accumulator()
@@ -365,11 +359,6 @@ def matmul(a, b, fmt, *, acc=None, c=None, return_overflow=False, num_threads=No
                 counts[idx] = n
     out, counts = _as_array(finish(out)), _as_array(finish(counts))
     return (out, counts) if return_overflow else out
-
-
-def _matmul_positional(a, b, fmt, acc=None, **kwargs):
-    """matmul for the Dask integration, which passes acc positionally."""
-    return matmul(a, b, fmt, acc=acc, **kwargs)
 
 
 def dot(a, b, fmt, *, acc=None, return_overflow=False, num_threads=None):

@@ -673,20 +673,23 @@ def _check_2d(a, b):
                          f"(K = {a.shape[1]} vs {b.shape[0]})")
 
 
-def matmul(kernel, a, b, fmt="int8", acc=None, *, c=None, return_overflow=False, num_threads=None):
+def matmul(kernel, a, b, fmt, *, acc=None, c=None, return_overflow=False, num_threads=None):
     """:func:`fixedpoint.matmul` of dask operands (2-D), bit-identical to the
     in-memory product: M and N split as the operands are chunked; K chunks
     are folded in order through ``c=`` at multiples of ``acc.block`` (any
-    boundary for ``"wrap"`` without overflow counts)."""
+    boundary for ``"wrap"`` without overflow counts).  With ``acc.pair_bits``
+    the unit is a pair (two k), so that no pair straddles two chunks."""
     num_threads = _block_threads(num_threads)
     da = _da()
     a, b = _as_dask(a), _as_dask(b)
     _check_2d(a, b)
-    probe = kernel(np.zeros((1, 1), a.dtype), np.zeros((1, 1), b.dtype), fmt, acc,
+    probe = kernel(np.zeros((1, 1), a.dtype), np.zeros((1, 1), b.dtype), fmt, acc=acc,
                    return_overflow=bool(return_overflow), num_threads=1)   # validates fmt, acc, dtypes
     out_dtype = (probe[0] if return_overflow else probe).dtype
+    pair = 1 if getattr(acc, "pair_bits", None) is None else 2
     block = getattr(acc, "block", 1)
-    unit = 1 if (getattr(acc, "overflow", "wrap") == "wrap" and not return_overflow) else block
+    exact_sum = getattr(acc, "overflow", "saturate") == "wrap" and not return_overflow
+    unit = pair if exact_sum else pair * block
     kch = _k_chunks(a, b, unit)
     a = a.rechunk((a.chunks[0], kch))
     b = b.rechunk((kch, b.chunks[1]))
@@ -707,13 +710,13 @@ def matmul(kernel, a, b, fmt="int8", acc=None, *, c=None, return_overflow=False,
 
     def step(ab, bb, st=None):
         if ro:
-            v, n = kernel(ab, bb, fmt, acc, c=None if st is None else st["v"] if st.dtype == rec else st,
+            v, n = kernel(ab, bb, fmt, acc=acc, c=None if st is None else st["v"] if st.dtype == rec else st,
                           return_overflow=True, num_threads=num_threads)
             out = np.empty(v.shape, rec)
             out["v"] = v
             out["n"] = n + (st["n"] if st is not None and st.dtype == rec else 0)
             return out
-        return kernel(ab, bb, fmt, acc, c=st, num_threads=num_threads)
+        return kernel(ab, bb, fmt, acc=acc, c=st, num_threads=num_threads)
 
     dt = rec if ro else out_dtype
     k0 = 0

@@ -40,7 +40,7 @@ class IntFormat:
     (-128, 127)
     >>> IntFormat(8, narrow=True).min
     -127
-    >>> as_int_format("uint4").max
+    >>> as_format("uint4").max
     15
     """
 
@@ -134,7 +134,7 @@ class FloatFormat:
     448.0
     >>> e4m3 == as_format("e4m3"), e4m3.name
     (True, 'e4m3fn')
-    >>> as_float_format("e5m2").max_value
+    >>> as_format("e5m2").max_value
     57344.0
     """
 
@@ -338,13 +338,3 @@ def as_format(fmt, argname: str = "fmt", kind: str | None = None):
         raise ValueError(f"{argname}: expected a float format (e.g. 'e4m3'), got the integer "
                          f"format {fmt.name}")
     return fmt
-
-
-def as_int_format(fmt, argname: str = "fmt") -> IntFormat:
-    """``as_format(fmt, argname, kind="int")`` (kept for the modules not yet moved over)."""
-    return as_format(fmt, argname, "int")
-
-
-def as_float_format(fmt, argname: str = "fmt") -> FloatFormat:
-    """``as_format(fmt, argname, kind="float")`` (kept for the modules not yet moved over)."""
-    return as_format(fmt, argname, "float")

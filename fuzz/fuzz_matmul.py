@@ -41,7 +41,7 @@ def _int_case(fdp):
     c = None
     if fdp.ConsumeBool():
         c = np.array(fdp.ConsumeIntInRange(acc.min, acc.max), dtype=np.int64)
-    got, counts = fp.matmul(a, b, f, acc, c=c, return_overflow=True,
+    got, counts = fp.matmul(a, b, f, acc=acc, c=c, return_overflow=True,
                             num_threads=fdp.ConsumeIntInRange(1, 3))
     want, want_counts = ref.matmul(a, b, acc.bits, acc.overflow, acc.block,
                                    None if c is None else np.full((m, n), int(c)))
@@ -70,9 +70,9 @@ def _fp8_case(fdp):
 def _bad_call(fdp):
     i = fdp.ConsumeIntInRange(0, 5)
     calls = [
-        lambda: fp.matmul(np.ones((2, 3), np.int8), np.ones((4, 2), np.int8)),
-        lambda: fp.matmul(np.full((1, 1), 200), np.ones((1, 1), np.int8)),
-        lambda: fp.matmul([[1.5]], [[1]]),
+        lambda: fp.matmul(np.ones((2, 3), np.int8), np.ones((4, 2), np.int8), "int8"),
+        lambda: fp.matmul(np.full((1, 1), 200), np.ones((1, 1), np.int8), "int8"),
+        lambda: fp.matmul([[1.5]], [[1]], "int8"),
         lambda: fp.Accumulator(fdp.ConsumeIntInRange(-5, 7)),
         lambda: fp.fp8_matmul(np.zeros((2, 2), np.int8), np.zeros((2, 2), np.uint8)),
         lambda: fp.fp8_matmul(np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8), scale_a=-1.0),

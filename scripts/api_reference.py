@@ -33,10 +33,15 @@ MODULES = [
     ("fixedpoint.profiles", "accelerator profiles as data"),
     ("fixedpoint.graph", "the ONNX graph runner"),
     ("fixedpoint.models", "models for the study"),
+    ("fixedpoint.models.mlp", "the MLP workload"),
+    ("fixedpoint.models.convnet", "the digits convolutional network"),
+    ("fixedpoint.models.minilm", "all-MiniLM-L6-v2 on a profile"),
     ("fixedpoint.study", "the design study"),
-    ("fixedpoint.sweep", "design sweeps and Dask scale-out"),
+    ("fixedpoint.sweep", "design sweeps"),
+    ("fixedpoint.scaleout", "where the work runs: here or on a Dask cluster"),
     ("fixedpoint.dask_arrays", "dask arrays through the kernels"),
-    ("fixedpoint.torch", "quantization-aware training (PyTorch)"),
+    ("fixedpoint.torch", "PyTorch layers with the target's forward pass"),
+    ("fixedpoint.qat", "quantization-aware training in the study"),
     ("fixedpoint.rtl", "RTL test vectors"),
 ]
 

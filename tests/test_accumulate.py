@@ -75,8 +75,8 @@ FMTS = ["int8", "uint8", "int4", "uint4", "int2", "int16", "int12"]
 @st.composite
 def matmul_case(draw):
     name = draw(st.sampled_from(FMTS))
-    from fixedpoint.formats import as_int_format
-    fmt = as_int_format(name)
+    from fixedpoint.formats import as_format
+    fmt = as_format(name, kind="int")
     M = draw(st.integers(0, 5))
     K = draw(st.integers(0, 70))
     N = draw(st.integers(0, 19))
@@ -116,8 +116,8 @@ def test_matmul_matches_reference(case):
 @pytest.mark.parametrize("acc", [fp.Accumulator(32, "wrap"), fp.Accumulator(32, "saturate", 32),
                                  fp.Accumulator(32, "wrap", 32), fp.Accumulator(32, "saturate", 2)])
 def test_fast_kernel_large_against_reference(fmt, acc, rng):
-    from fixedpoint.formats import as_int_format
-    f = as_int_format(fmt)
+    from fixedpoint.formats import as_format
+    f = as_format(fmt, kind="int")
     # corner values and K large enough to overflow 32 bits partway
     M, K, N = 7, 4101, 21
     a = rng.choice([f.min, f.max, 0, 1], (M, K)).astype(f.dtype)

@@ -302,9 +302,9 @@ def test_matmul_matches_numpy(case, acc, ro, with_c, fmt):
     b = rng.integers(f.min, f.max + 1, (k, n)).astype(f.dtype)
     lim = 1000 if acc is None or acc.bits > 16 else 100
     c = rng.integers(-lim, lim, (m, n)) if with_c else None
-    got = fp.matmul(da.from_array(a, chunks=ca), da.from_array(b, chunks=cb), fmt, acc, c=c,
+    got = fp.matmul(da.from_array(a, chunks=ca), da.from_array(b, chunks=cb), fmt, acc=acc, c=c,
                     return_overflow=ro)
-    ref = fp.matmul(a, b, fmt, acc, c=c, return_overflow=ro)
+    ref = fp.matmul(a, b, fmt, acc=acc, c=c, return_overflow=ro)
     if ro:
         assert _same(got[0].compute(), ref[0]) and _same(got[1].compute(), ref[1])
     else:
@@ -318,18 +318,18 @@ def test_matmul_k_chunks_fold_in_the_accumulators_order():
     a[:, K // 2:] = -128
     b = np.full((K, 3), 127, np.int8)
     acc = fp.Accumulator(20, "saturate", block=16)
-    ref, cnt = fp.matmul(a, b, "int8", acc, return_overflow=True)
+    ref, cnt = fp.matmul(a, b, "int8", acc=acc, return_overflow=True)
     assert cnt.sum() > 0
-    got = fp.matmul(da.from_array(a, chunks=(1, 100)), da.from_array(b, chunks=(333, 2)), "int8", acc,
+    got = fp.matmul(da.from_array(a, chunks=(1, 100)), da.from_array(b, chunks=(333, 2)), "int8", acc=acc,
                     return_overflow=True)
     assert _same(got[0].compute(), ref) and _same(got[1].compute(), cnt)
     # K boundaries were moved to multiples of the block; M and N kept
-    out = fp.matmul(da.from_array(a, chunks=(1, 100)), da.from_array(b, chunks=(333, 2)), "int8", acc)
+    out = fp.matmul(da.from_array(a, chunks=(1, 100)), da.from_array(b, chunks=(333, 2)), "int8", acc=acc)
     assert out.chunks == ((1, 1), (2, 1))
     # a dask c, chunked differently
     c = np.array([[5, -5, 0], [1 << 18, -(1 << 19), 7]])
-    got = fp.matmul(da.from_array(a, chunks=(2, 1000)), b, "int8", acc, c=da.from_array(c, chunks=1))
-    assert _same(got.compute(), fp.matmul(a, b, "int8", acc, c=c))
+    got = fp.matmul(da.from_array(a, chunks=(2, 1000)), b, "int8", acc=acc, c=da.from_array(c, chunks=1))
+    assert _same(got.compute(), fp.matmul(a, b, "int8", acc=acc, c=c))
 
 
 def test_matmul_errors():
@@ -339,7 +339,7 @@ def test_matmul_errors():
     with pytest.raises(ValueError, match="^a and b: shapes"):
         fp.matmul(a, np.zeros((5, 2), np.int8), "int8")
     with pytest.raises(TypeError, match="^acc: expected an Accumulator"):
-        fp.matmul(a, np.zeros((4, 2), np.int8), "int8", "wrap")
+        fp.matmul(a, np.zeros((4, 2), np.int8), "int8", acc="wrap")
     with pytest.raises(ValueError, match=r"^c: shape \(4,\) does not broadcast"):
         fp.matmul(a, np.zeros((4, 2), np.int8), "int8", c=np.zeros(4, np.int64))
 

@@ -45,7 +45,7 @@ def test_requantize_against_transcription(method, rng):
     zero-point add)."""
     accs = np.concatenate([_edge_accs(), rng.integers(ref.INT32_MIN, ref.INT32_MAX, 400, endpoint=True)])
     mults = [0, 1, 2**30, 2**31 - 1, ref.INT32_MAX // 3] + list(rng.integers(2**30, 2**31, 6))
-    f = fp.formats.as_int_format("int16")
+    f = fp.formats.as_format("int16", kind="int")
     for m, s in itertools.product(mults, range(-31, 31)):
         got = fp.requantize(accs, m, s, out_fmt=f, method=method)
         np.testing.assert_array_equal(got.astype(np.int64), _want(accs, method, m, s, 0, f),
@@ -63,7 +63,7 @@ def test_float_methods_against_transcription(method, rng):
     accs = np.concatenate([_edge_accs(), rng.integers(ref.INT32_MIN, ref.INT32_MAX, 200, endpoint=True),
                            np.arange(-40, 41)])
     reals = list(10.0 ** rng.uniform(-7, np.log10(4), 12)) + [2.0**-k for k in range(-2, 8)]
-    for f in (fp.formats.as_int_format("int8"), fp.formats.as_int_format("int16")):
+    for f in (fp.formats.as_format("int8", kind="int"), fp.formats.as_format("int16", kind="int")):
         for r, zp in itertools.product(reals, (-3, 0, 5)):
             got = fp.requantize(accs, r, zero_point=zp, out_fmt=f, method=method)
             np.testing.assert_array_equal(got.astype(np.int64), _want(accs, method, r, 0, zp, f),

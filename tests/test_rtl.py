@@ -62,14 +62,14 @@ def test_mac_against_icarus(tmp_path):
     bounds = [0, n_random, n_random + corners.size, A.size]
     for s, e in zip(bounds[:-1], bounds[1:]):
         terms_a, terms_b = A[s + 1:e], B[s + 1:e]   # the reset clock adds nothing
-        got = fp.dot(terms_a, terms_b, "int8", fp.Accumulator(32, "wrap"))
+        got = fp.dot(terms_a, terms_b, "int8", acc=fp.Accumulator(32, "wrap"))
         assert int(got) & 0xFFFFFFFF == accum[e - 1]
     # the long run really wrapped the register (went past 2^31 and came back)
     run = accum[bounds[2]:].astype(np.int64)
     signed = np.where(run >= 2**31, run - 2**32, run)
     assert signed.min() < 0 and signed.max() > 2**30
     # the saturating accumulator would not have agreed
-    sat = fp.dot(A[bounds[2] + 1:], B[bounds[2] + 1:], "int8", fp.Accumulator(32, "saturate"))
+    sat = fp.dot(A[bounds[2] + 1:], B[bounds[2] + 1:], "int8", acc=fp.Accumulator(32, "saturate"))
     assert int(sat) & 0xFFFFFFFF != accum[-1]
 
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 import fixedpoint as fp
 from fixedpoint import _reference as ref
 from fixedpoint import tensorcore
-from fixedpoint.formats import FloatFormat, as_float_format
+from fixedpoint.formats import FloatFormat, as_format
 from conftest import load_cases
 from extras import need
 
@@ -31,7 +31,7 @@ def _has_path(name):
     """Whether this CPU runs a SIMD path (matmul_fast answers None otherwise)."""
     if name == "generic" or name is None:
         return True
-    t = tensorcore._table(as_float_format("e4m3"), None)
+    t = tensorcore._table(as_format("e4m3", kind="float"), None)
     z = np.zeros((1, 1), np.uint8)
     out = np.empty((1, 1), np.float32)
     return tensorcore._tensorcore.matmul_fast(z, z, 32, None, t, t, None, out,
@@ -196,7 +196,7 @@ def _mma_dot(av, bv, c, operand_emin):
 
 
 def _ref_mma(a, b, fa, fb, c, operand_emin):
-    fa, fb = as_float_format(fa), as_float_format(fb)
+    fa, fb = as_format(fa, kind="float"), as_format(fb, kind="float")
     out = np.empty((a.shape[0], b.shape[1]), np.float32)
     for i in range(a.shape[0]):
         for j in range(b.shape[1]):
@@ -356,7 +356,7 @@ ACCS = [TC.hopper_fp8(), TC.hopper_fp8(fast_accum=True), TC.exact(), TC.b200_fp8
 
 
 def _adversarial(rng, kind, shape, fmt):
-    f = as_float_format(fmt)
+    f = as_format(fmt, kind="float")
     if kind == "codes":          # uniform over finite codes
         codes = rng.integers(0, 256, shape).astype(np.uint8)
         bad = np.vectorize(lambda c: f.is_nan_code(int(c)) or f.is_inf_code(int(c)))(codes)
@@ -405,7 +405,7 @@ def _ref_permuted(a, b, fa, fb, acc):
     K = a.shape[1]
     kp = -(-K // acc.promote_every) * acc.promote_every
     km = tensorcore._kmap(acc, K, kp)
-    fa, fb = as_float_format(fa), as_float_format(fb)
+    fa, fb = as_format(fa, kind="float"), as_format(fb, kind="float")
 
     def dec(codes, f):
         vals = [f.decode_exact(int(x)) if s >= 0 else Fraction(0) for x, s in zip(codes, km)]
@@ -448,7 +448,7 @@ def test_fast_kernels_are_bit_identical(seed, K, fa, fb, acc_i, kind, layout, sp
     a = _adversarial(rng, kind, shape_a, fa)
     b = _adversarial(rng, kind, shape_b, fb)
     if specials:
-        f = as_float_format(fb)
+        f = as_format(fb, kind="float")
         nan = next(c for c in range(256) if f.is_nan_code(c))
         b[rng.integers(0, K), rng.integers(0, 35)] = nan
         if f.inf:
@@ -477,8 +477,8 @@ def test_fast_kernels_are_bit_identical(seed, K, fa, fb, acc_i, kind, layout, sp
 def test_fast_paths_are_taken():
     """The exactness conditions admit the Hopper presets on the SIMD kernels
     (otherwise the path tests would compare the general kernel with itself)."""
-    e4 = tensorcore._table(as_float_format("e4m3"), None)
-    e5 = tensorcore._table(as_float_format("e5m2"), None)
+    e4 = tensorcore._table(as_format("e4m3", kind="float"), None)
+    e5 = tensorcore._table(as_format("e5m2", kind="float"), None)
     for acc in (TC.hopper_fp8(), TC.hopper_fp8(fast_accum=True)):
         assert tensorcore._fast_path(acc, e4, e4, 1024) == "auto"
         assert tensorcore._fast_path(acc, e5, e5, 1 << 20) == "auto"
@@ -508,7 +508,7 @@ def test_scales_and_output_rounding(rng):
 
 
 def test_nan_and_inf_follow_ieee():
-    e5 = as_float_format("e5m2")
+    e5 = as_format("e5m2", kind="float")
     one, inf, ninf, nan, zero = 0x3C, 0x7C, 0xFC, 0x7E, 0x00
     a = np.array([[one, one], [inf, one], [inf, ninf], [nan, one], [inf, zero], [one, one]], np.uint8)
     b = np.array([[one, one], [one, one]], np.uint8)
