@@ -27,6 +27,8 @@ KERNELS = {
     "matmul_wrap": lambda t: fp.matmul(A, B, "int8", acc=fp.Accumulator(32, "wrap"), num_threads=t),
     "matmul_sat32": lambda t: fp.matmul(A, B, "int8", acc=fp.Accumulator(32, "saturate", 32),
                                         c=np.full((300, 300), 2**31 - 2**22), num_threads=t),
+    "matmul_u8s8_pairs": lambda t: fp.matmul(A.view(np.uint8), B, ("uint8", "int8"),
+                                             acc=fp.Accumulator(32, "wrap", 2, pair_bits=16), num_threads=t),
     "matmul_acc16": lambda t: fp.matmul(A, B, "int8", acc=fp.Accumulator(16, "wrap", 3), return_overflow=True,
                                         num_threads=t),
     "to_e5m2": lambda t: fp.to_fp8(x, "e5m2", num_threads=t),

@@ -10,7 +10,7 @@ from ._checks import get_num_threads, set_num_threads
 from .formats import FloatFormat, IntFormat
 from .fp8 import FloatCodes, as_ml_dtypes, from_fp8, to_fp8
 from .intops import add, mul, mul_wide, saturate, wrap
-from .accumulate import Accumulator, dot, matmul
+from .accumulate import Accumulator, dot, gemm_path, matmul
 from .tensorcore import TensorCoreAccumulator, fp8_matmul
 from .blockscaled import (BlockScaledMMA, MXTensor, NVFP4Tensor, blockscaled_matmul, from_e8m0,
                           mx_quantize, nvfp4_quantize, to_e8m0)
@@ -27,7 +27,7 @@ from .layers import LayerTrace
 __all__ = [
     "IntFormat", "FloatFormat",
     "saturate", "wrap", "mul", "mul_wide", "add",
-    "Accumulator", "matmul", "dot",
+    "Accumulator", "matmul", "dot", "gemm_path",
     "FloatCodes", "to_fp8", "from_fp8", "as_ml_dtypes",
     "TensorCoreAccumulator", "fp8_matmul",
     "to_e8m0", "from_e8m0", "MXTensor", "mx_quantize", "NVFP4Tensor", "nvfp4_quantize",
