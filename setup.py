@@ -17,7 +17,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-MODULES = ["_int", "_fp8", "_tensorcore", "_quant", "_mx"]
+MODULES = ["_int", "_fp8", "_tensorcore", "_quant", "_mx", "_vector"]
 
 
 def _compiler_accepts(compiler, flags):

@@ -9,6 +9,7 @@ import hashlib
 import numpy as np
 
 import fixedpoint as fp
+from fixedpoint import layers, onnx_ops
 
 rng = np.random.default_rng(2026)
 x = (rng.standard_normal(1 << 20) * 10.0 ** rng.integers(-6, 6, 1 << 20)).astype(np.float32)
@@ -19,6 +20,26 @@ F8A = fp.to_fp8(rng.standard_normal((200, 256)).astype(np.float32), "e4m3")
 F8B = fp.to_fp8(rng.standard_normal((256, 200)).astype(np.float32), "e4m3")
 X2 = x[:256 * 1024].reshape(256, 1024)
 W256 = np.clip(x[-256 * 64:].reshape(256, 64), -50, 50) * np.float32(0.01)
+
+with np.errstate(over="ignore"):
+    X_HUGE = x * np.float32(1e30)            # overflows to Inf too
+
+
+def _round(v, ftype, t, overflow="nonfinite"):
+    fp.set_num_threads(t)
+    try:
+        return layers.round_to_float_type(v, ftype, overflow)
+    finally:
+        fp.set_num_threads(None)
+
+
+def _erf(v, t):
+    fp.set_num_threads(t)
+    try:
+        return onnx_ops.erf(v)
+    finally:
+        fp.set_num_threads(None)
+
 
 KERNELS = {
     "mul_sat": lambda t: fp.mul(a8, b8, "int8", num_threads=t),
@@ -31,6 +52,9 @@ KERNELS = {
                                              acc=fp.Accumulator(32, "wrap", 2, pair_bits=16), num_threads=t),
     "matmul_acc16": lambda t: fp.matmul(A, B, "int8", acc=fp.Accumulator(16, "wrap", 3), return_overflow=True,
                                         num_threads=t),
+    "round_f16": lambda t: _round(x, "float16", t),
+    "round_bf16_sat": lambda t: _round(X_HUGE, "bfloat16", t, "saturate"),
+    "erf": lambda t: _erf(x / np.float32(1e3), t),
     "to_e5m2": lambda t: fp.to_fp8(x, "e5m2", num_threads=t),
     "to_e4m3_sat": lambda t: fp.to_fp8(x, "e4m3", num_threads=t),
     "to_e4m3_sr": lambda t: fp.to_fp8(x, "e4m3", rounding="stochastic", seed=5, num_threads=t),

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import importlib
-import inspect
 import json
 import os
 import platform
@@ -457,76 +456,186 @@ def requantize(tab, n, repeat, threads):
                     "G/s", np.array_equal(rt, ref), "float rescale")
 
 
-def linear(tab, m, k, n, repeat, threads):
-    """One layer through the profiles, the way each peer would run it."""
+def _layer_case(m, k, n):
     g = np.random.default_rng(8)
     x = g.standard_normal((m, k)).astype(np.float32)
     wt = (g.standard_normal((k, n)) * 0.05).astype(np.float32)
     bias = g.standard_normal(n).astype(np.float32)
+    return x, wt, bias
+
+
+def _fbgemm_linear(x, wt, bias, fc):
+    """PyTorch's quantized Linear (fbgemm) with the weight codes, scales and
+    input/output quantization of the calibrated ``ane-int8`` layer ``fc``;
+    returns (run, codes)."""
+    k, n = wt.shape
+    tr = fc.trace
+    lin = torch.ao.nn.quantized.Linear(k, n, dtype=torch.qint8)
+    qw = torch._make_per_channel_quantized_tensor(
+        torch.from_numpy(np.ascontiguousarray(tr.w.codes.T)),
+        torch.from_numpy(np.asarray(tr.w.scale, np.float64).reshape(-1)), torch.zeros(n, dtype=torch.int64), 0)
+    lin.set_weight_bias(qw, torch.from_numpy(bias))
+    lin.scale, lin.zero_point = float(tr.output_scale), int(tr.output_zero_point) + 128
+    tx = torch.from_numpy(x)
+    # fbgemm takes uint8 activations: the same codes shifted by a zero point of 128
+    sx, zx = float(tr.x_scale), int(tr.x.zero_point) + 128
+
+    def run():
+        return lin(torch.quantize_per_tensor(tx, sx, zx, torch.quint8))
+    codes = run().int_repr().numpy().astype(np.int16) - 128
+    return run, codes
+
+
+def linear(tab, m, k, n, repeat, threads):
+    """One fully connected layer through the profiles (weights quantized once,
+    static scales), and PyTorch's fbgemm quantized Linear on the same codes."""
+    x, wt, bias = _layer_case(m, k, n)
     macs = 2 * m * k * n
     for name in ("ane-int8", "h100-fp8", "edge-int4"):
-        p = fp.profiles.get(name)
-        wq = p.quantize_weights(wt)
-        y, tr = p.linear(x, wt, bias, weights=wq)
-        w = f"profile.linear {name}, {m}x{k}x{n} (weights quantized once)"
+        fc = _calibrated_linear(name, x, wt, bias)
+        w = f"layers.Linear {name}, {m}x{k}x{n} (weights quantized once, static scales)"
         for t in threads:
             fp.set_num_threads(t)
-            tab.add(w, "fixedpoint", t, median_time(lambda: p.linear(x, wt, bias, weights=wq), repeat),
-                    macs / 1e9, "GOPS", None)
+            tab.add(w, "fixedpoint", t, median_time(lambda: fc.run(x), repeat), macs / 1e9, "GOPS", None)
         fp.set_num_threads(None)
-        if name == "ane-int8" and ort and onnx:
-            from onnx import TensorProto, helper
-            xs, wsc = float(tr.x.scale), np.asarray(wq.scale, np.float32)
-            s_ = (np.float32(xs) * wsc).astype(np.float32)
-            bq = np.rint(bias.astype(np.float64) / s_).astype(np.int32)
-            ys = float(tr.output_scale)
-            nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
-                     helper.make_node("MatMulInteger", ["xq", "wq", "xz", "wz"], ["acc"]),
-                     helper.make_node("Add", ["acc", "bq"], ["accb"]),
-                     helper.make_node("Cast", ["accb"], ["accf"], to=TensorProto.FLOAT),
-                     helper.make_node("Mul", ["accf", "rs"], ["yf"]),
-                     helper.make_node("QuantizeLinear", ["yf", "one", "xz"], ["y"])]
-            init = [helper.make_tensor("xs", TensorProto.FLOAT, [], [xs]),
-                    helper.make_tensor("xz", TensorProto.INT8, [], [0]),
-                    helper.make_tensor("wz", TensorProto.INT8, [n], [0] * n),
-                    helper.make_tensor("wq", TensorProto.INT8, [k, n], wq.codes.ravel().tolist()),
-                    helper.make_tensor("bq", TensorProto.INT32, [n], bq.tolist()),
-                    helper.make_tensor("rs", TensorProto.FLOAT, [n], (s_ / np.float32(ys)).tolist()),
-                    helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])]
-            gr = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
-                                   [helper.make_tensor_value_info("y", TensorProto.INT8, [m, n])], init)
-            model = helper.make_model(gr, opset_imports=[helper.make_opsetid("", 21)])
-            for t in threads:
-                sess = ort_session(model, t)
-                out = sess.run(None, {"x": x})[0]
-                same = np.array_equal(out, tr.output_codes)
-                tab.add(w, "ONNX Runtime QuantizeLinear + MatMulInteger + float rescale", t,
-                        median_time(lambda: sess.run(None, {"x": x}), repeat), macs / 1e9, "GOPS", same,
-                        "" if same else f"float32 rescale, not the fixed-point multiply: "
-                                        f"{np.count_nonzero(out != tr.output_codes)} of {out.size} codes differ")
-        if torch is not None:
-            tx, tw, tb = torch.from_numpy(x), torch.from_numpy(wt), torch.from_numpy(bias)
+        if name == "ane-int8" and torch is not None:
             for t in threads:
                 torch.set_num_threads(t)
-                if name == "ane-int8":
-                    lin = torch.ao.nn.quantized.Linear(k, n, dtype=torch.qint8)
-                    qw = torch.quantize_per_channel(tw.T.contiguous(), torch.from_numpy(
-                        np.asarray(wq.scale, np.float64)), torch.zeros(n, dtype=torch.int64), 0, torch.qint8)
-                    lin.set_weight_bias(qw, tb)
-                    lin.scale, lin.zero_point = float(tr.output_scale), 128
-                    # fbgemm takes uint8 activations: the same codes shifted by a zero point of 128
-                    qx = torch.quantize_per_tensor(tx, float(tr.x.scale), 128, torch.quint8)
-                    r = lin(qx).int_repr().numpy().astype(np.int16) - 128
-                    same = np.array_equal(r, tr.output_codes)
-                    tab.add(w, "PyTorch ao quantized Linear (fbgemm, uint8 activations)", t,
-                            median_time(lambda: lin(qx), repeat), macs / 1e9, "GOPS", same,
-                            "" if same else f"float requantization: {np.count_nonzero(r != tr.output_codes)} "
-                                            f"of {r.size} codes differ")
-                else:
-                    def tlin():
-                        return (tx @ tw + tb).to(torch.bfloat16 if name == "h100-fp8" else torch.float16)
-                    tab.add(w, "(PyTorch CPU float32 linear, no quantization)", t, median_time(tlin, repeat),
-                            macs / 1e9, "GOPS", False, "the float layer, for scale: not an emulation")
+                run, codes = _fbgemm_linear(x, wt, bias, fc)
+                same = np.array_equal(codes, fc.trace.output_codes)
+                tab.add(w, "PyTorch ao quantized Linear (fbgemm, uint8 activations)", t,
+                        median_time(run, repeat), macs / 1e9, "GOPS", same,
+                        "" if same else f"float requantization: {np.count_nonzero(codes != fc.trace.output_codes)} "
+                                        f"of {codes.size} codes differ")
+
+
+def _calibrated_linear(name, x, wt, bias):
+    import dataclasses
+    from fixedpoint import layers, profiles
+    p = profiles.get(name)
+    if not p.is_float and not p.activations.block_scaled:
+        p = dataclasses.replace(p, activations=dataclasses.replace(p.activations, static=True))
+    fc = layers.Linear(p, wt, bias)
+    fc.calibrate(x)
+    fc.run(x)
+    return fc
+
+
+def _layer_kernels(fc, x):
+    """The bare kernels of the layer's computation with its operands prepared:
+    the activation quantization and the product kernel (what the layer adds on
+    top, in Python and NumPy, is the rest of its time)."""
+    tr = fc.trace
+    p = fc.profile
+    sx = tr.x_scale
+    wq = tr.w
+    if isinstance(wq.fmt, fp.FloatFormat):
+        wc = wq.codes
+        sw = np.asarray(wq.scale, np.float32)
+        sw = sw.reshape(-1) if sw.size > 1 else sw.reshape(())
+
+        def run():
+            xc_ = fp.quantize(x, tr.x.fmt, scale=sx).codes
+            return fp.fp8_matmul(xc_, wc, acc=p.accumulator, scale_a=np.float32(sx), scale_b=sw)
+        return run
+    groups = p.weights.group_size if p.weights.granularity == "group" else None
+    wc = wq.codes
+    zx = tr.x.zero_point
+
+    def run():
+        xq = fp.quantize(x, tr.x.fmt, scale=sx, zero_point=zx)
+        xc_ = xq.codes
+        if groups is None:
+            return fp.matmul(xc_, wc, (tr.x.fmt, wq.fmt), acc=p.accumulator)
+        G = wc.shape[0] // groups
+        xg = np.ascontiguousarray(np.moveaxis(xc_.reshape(-1, G, groups), 1, 0))
+        return fp.matmul(xg, wc.reshape(G, groups, -1), (tr.x.fmt, wq.fmt), acc=p.accumulator)
+    return run
+
+
+def layer_targets(m, k, n, repeat, threads):
+    """The issue-13 layer ratios: ane-int8 against fbgemm, h100-fp8 and edge-int4
+    against their own kernels, all in one interleaved series."""
+    x, wt, bias = _layer_case(m, k, n)
+    fcs = {name: _calibrated_linear(name, x, wt, bias) for name in ("ane-int8", "h100-fp8", "edge-int4")}
+    fns = {}
+    for name, fc in fcs.items():
+        fns[name] = (lambda fc=fc: fc.run(x))
+        fns[name + " kernels"] = _layer_kernels(fc, x)
+    fp.set_num_threads(threads)
+    lines = []
+    if torch is not None:
+        torch.set_num_threads(threads)
+        run, codes = _fbgemm_linear(x, wt, bias, fcs["ane-int8"])
+        fns["fbgemm"] = run
+        same = np.array_equal(codes, fcs["ane-int8"].trace.output_codes)
+        lines.append(f"fbgemm's codes {'equal' if same else 'differ from'} the ane-int8 layer's "
+                     f"({np.count_nonzero(codes != fcs['ane-int8'].trace.output_codes)} of {codes.size} differ: "
+                     "float requantization against the double-rounding fixed-point multiply).")
+    res = interleaved(fns, repeat)
+    fp.set_num_threads(None)
+
+    def ms(v):
+        return f"{v[0] * 1e3:.2f} / {v[1] * 1e3:.2f} ms"
+    out = [f"Layer targets, fully connected {m}x{k}x{n}, {threads} threads, static scales, "
+           f"{repeat} interleaved runs (min / median):", "",
+           "| layer | fixedpoint | reference | reference time | ratio (min / median) | target |",
+           "|---|---|---|---|---|---|"]
+    if "fbgemm" in res:
+        r, f = res["ane-int8"], res["fbgemm"]
+        out.append(f"| ane-int8 Linear | {ms(r)} | PyTorch fbgemm quantized Linear | {ms(f)} | "
+                   f"{r[0] / f[0]:.2f} / {r[1] / f[1]:.2f}x its time | <= 2x (goal parity) |")
+    for name in ("ane-int8", "h100-fp8", "edge-int4"):
+        r, kk = res[name], res[name + " kernels"]
+        out.append(f"| {name} Linear | {ms(r)} | its kernels alone (quantize + product) | {ms(kk)} | "
+                   f"{r[0] / kk[0]:.2f} / {r[1] / kk[1]:.2f}x their time | "
+                   f"{'<= 2x' if name != 'ane-int8' else ''} |")
+    return "\n".join(out + [""] + lines) + "\n"
+
+
+def minilm_targets(n_texts, threads, profiles_=None):
+    """all-MiniLM-L6-v2 on ``n_texts`` sentences on every profile, against ONNX
+    Runtime running the same float graph with the same threads (warm sessions;
+    the median of 3 ORT runs, one timed run per profile after a warm-up)."""
+    try:
+        from fixedpoint.models import minilm as minilm_mod
+        m = minilm_mod.minilm()
+    except (ImportError, ModuleNotFoundError) as e:
+        return f"MiniLM: not measured ({e})\n"
+    if ort is None:
+        return "MiniLM: not measured (onnxruntime missing)\n"
+    texts = minilm_mod.sentences()[:n_texts]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(m.graph.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+
+    def ort_run():
+        return m.map_batches(texts, lambda f: sess.run(["embeddings"], {k: v for k, v in f.items()
+                                                                          if k in names})[0],
+                             max_length=m.max_seq_length)
+    ort_run()
+    ts = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        e_ort = ort_run()
+        ts.append(time.perf_counter() - t0)
+    t_ort = statistics.median(ts)
+    fp.set_num_threads(threads)
+    lines = [f"all-MiniLM-L6-v2, {n_texts} sentences, {threads} threads: ONNX Runtime float32 "
+             f"{t_ort:.3f} s (median of 3).", "",
+             "| profile | time | x ONNX Runtime's time | mean cosine to ORT's embeddings | target |",
+             "|---|---|---|---|---|"]
+    for name in profiles_ or fp.profiles.names():
+        m.embed(texts[:2], name)                 # builds the session (weights quantized once)
+        t0 = time.perf_counter()
+        e = m.embed(texts, name)
+        dt = time.perf_counter() - t0
+        cos = float((e * e_ort).sum(1).mean())
+        lines.append(f"| {name} | {dt:.2f} s | {dt / t_ort:.1f}x | {cos:.4f} | "
+                     f"{'<= 4x (goal 2x)' if name == 'ane-int8' else ''} |")
+    fp.set_num_threads(None)
+    return "\n".join(lines) + "\n"
 
 
 def design_study(tab, repeat):
@@ -588,18 +697,13 @@ def interleaved(fns, repeat, pause=0.15):
 
 def _fp8_gemm_fn(a, b, fast, t):
     """fp8_matmul E4M3 x E4M3 with or without fast accumulation (split
-    accumulation is cuBLAS's default), in the API of this checkout: an
-    ``acc=`` preset where fp8_matmul takes one, ``fast_accum=`` before."""
-    if "fast_accum" in inspect.signature(fp.fp8_matmul).parameters:
-        return lambda: fp.fp8_matmul(a, b, "e4m3", "e4m3", fast_accum=fast, num_threads=t)
+    accumulation is cuBLAS's default)."""
     acc = fp.TensorCoreAccumulator.hopper_fp8(fast_accum=fast)
     return lambda: fp.fp8_matmul(a, b, acc=acc, num_threads=t)
 
 
 def _e4m3_codes(x):
-    if "overflow" in inspect.signature(fp.to_fp8).parameters:
-        return fp.to_fp8(x, "e4m3", overflow="saturate")
-    return fp.to_fp8(x, "e4m3", saturate=True)
+    return fp.to_fp8(x, "e4m3", overflow="saturate")
 
 
 _NOSIMD_SCRIPT = r"""
@@ -673,17 +777,10 @@ def speed_targets(size, repeat, nosimd_build=None, threads=2):
     for p in others:
         fns[p + " wrap"] = _on_path(p, wrap)
         fns[p + " hopper_edge"] = _on_path(p, hopper_edge)
-    fp8_error = None
-    try:
-        fa = _e4m3_codes(g.standard_normal((n, n)).astype(np.float32))
-        fb = _e4m3_codes(g.standard_normal((n, n)).astype(np.float32))
-        fns["fp8 split"] = _fp8_gemm_fn(fa, fb, False, t)
-        fns["fp8 fast"] = _fp8_gemm_fn(fa, fb, True, t)
-        fns["fp8 split"]()
-    except Exception as exc:  # noqa: BLE001 - the FP8 API is changing under another helper
-        fp8_error = f"{type(exc).__name__}: {exc}"
-        fns.pop("fp8 split", None)
-        fns.pop("fp8 fast", None)
+    fa = _e4m3_codes(g.standard_normal((n, n)).astype(np.float32))
+    fb = _e4m3_codes(g.standard_normal((n, n)).astype(np.float32))
+    fns["fp8 split"] = _fp8_gemm_fn(fa, fb, False, t)
+    fns["fp8 fast"] = _fp8_gemm_fn(fa, fb, True, t)
     with numpy_threads(t):
         res = interleaved(fns, repeat)
     ref = res["sgemm"]
@@ -711,13 +808,10 @@ def speed_targets(size, repeat, nosimd_build=None, threads=2):
     for p in others:
         row("INT8 GEMM, wrap", p, res[p + " wrap"], "")
         row("INT8 GEMM, Hopper saturate, c at the edge", p, res[p + " hopper_edge"], "")
-    if fp8_error is None:
-        row("FP8 GEMM E4M3 x E4M3, Hopper model, split accumulation (fast_accum=False)", "",
-            res["fp8 split"], "<= 2.5x", speed=False)
-        row("FP8 GEMM E4M3 x E4M3, Hopper model, fast accumulation (fast_accum=True)", "",
-            res["fp8 fast"], "<= 2.5x", speed=False)
-    else:
-        lines.append(f"\nFP8 GEMM: not measured ({fp8_error})")
+    row("FP8 GEMM E4M3 x E4M3, Hopper model, split accumulation (fast_accum=False)", "",
+        res["fp8 split"], "<= 2.5x", speed=False)
+    row("FP8 GEMM E4M3 x E4M3, Hopper model, fast accumulation (fast_accum=True)", "",
+        res["fp8 fast"], "<= 2.5x", speed=False)
     lines.append("")
     avx2 = {k: res[k if auto == "avx2" else "avx2 " + k] for k in ("wrap", "hopper_edge")} \
         if (auto == "avx2" or "avx2" in others) else None
@@ -801,11 +895,16 @@ def main(argv=None):
     ap.add_argument("--nosimd-build", metavar="DIR",
                     help="a FIXEDPOINT_NO_SIMD=1 build of the package (a directory holding "
                          "fixedpoint/) for the portable/AVX2 ratio, run in a subprocess")
+    ap.add_argument("--no-models", action="store_true", help="leave out the MiniLM rows")
     args = ap.parse_args(argv)
     threads = [1, 2]
     big, mat = (1 << 20, 256) if args.quick else (1 << 24, 1024)
     repeat = 3 if args.quick else args.repeat
     targets = speed_targets(mat, max(repeat, 5), args.nosimd_build, args.threads)
+    lm = (32, 256, 256) if args.quick else (256, 1024, 1024)
+    targets += "\n" + layer_targets(*lm, max(repeat, 5), args.threads)
+    if not args.no_models:
+        targets += "\n" + minilm_targets(8 if args.quick else 64, args.threads)
     if args.targets_only:
         print(targets)
         if args.out:

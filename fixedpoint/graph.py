@@ -145,6 +145,16 @@ def _attr(node, name, default):
     return default
 
 
+def _round_result(r, ftype, args):
+    """An operator's float32 result rounded to the vector type: in place when the
+    result is a fresh array (not a view of an input, which may be a weight)."""
+    if not (isinstance(r, np.ndarray) and r.dtype == np.float32):
+        return r
+    fresh = (r.flags.c_contiguous and r.flags.writeable and r.flags.owndata
+             and not any(isinstance(a, np.ndarray) and np.may_share_memory(r, a) for a in args))
+    return round_to_float_type(r, ftype, out=r if fresh else None)
+
+
 class Session:
     """An ONNX graph prepared for one profile: weights quantized once, static
     scales after :meth:`calibrate`, then :meth:`run` as often as needed.
@@ -304,8 +314,7 @@ class Session:
             if session._mode != "quant":
                 return res
             t = session.profile.vector
-            return tuple(round_to_float_type(r, t).astype(r.dtype)
-                         if isinstance(r, np.ndarray) and r.dtype == np.float32 else r for r in res)
+            return tuple(_round_result(r, t, args) for r in res)
         return type(op_type, (base,), {"op_domain": "", "_run": _run})
 
     def _dispatch(self, node, inputs):
@@ -421,6 +430,12 @@ class Session:
             q = sqnr_db(ref, y) if ref.size else float("inf")
             trace.nodes[name] = NodeTrace(name, op_type, kind.replace("_t", ""), tr, q, order, signal, noise)
         return outs, trace
+
+    def outputs(self, feeds) -> dict:
+        """The outputs as the profile's target computes them, without the float
+        run and the trace that :meth:`run` adds (half the work when only the
+        outputs matter)."""
+        return self._evaluate(self.check_feeds(feeds), "quant", False)[0]
 
     def reference_outputs(self, feeds):
         """The float run's outputs and per-node records (to share across profiles)."""

@@ -47,6 +47,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _vector
+from ._checks import check_choice, resolve_threads
 from .accumulate import matmul
 from .blockscaled import (BlockScaledMMA, MXTensor, NVFP4Tensor, blockscaled_matmul, from_e8m0,
                           mx_quantize, nvfp4_quantize)
@@ -129,22 +131,17 @@ class LayerTrace:
 # ---------------------------------------------------------------------------
 # Float results to the profile's output and vector types
 
-def _bf16_round(y: np.ndarray) -> np.ndarray:
-    """float32 -> bfloat16 (as float32), round to nearest even; NaN stays NaN."""
-    bits = np.ascontiguousarray(y, np.float32).view(np.uint32).astype(np.uint64)
-    r = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint32) << np.uint32(16)
-    out = r.view(np.float32).reshape(np.shape(y))
-    return np.where(np.isnan(y), np.float32(np.nan), out)
+_NARROW_FLOATS = ("float16", "bfloat16")      # largest finite: 65504 and (2 - 2^-7) * 2^127
 
 
-_FLOAT_MAX = {"float16": np.float32(65504.0), "bfloat16": np.float32(3.3895313892515355e38)}
-
-
-def round_to_float_type(y, ftype: str, overflow: str = "nonfinite") -> np.ndarray:
+def round_to_float_type(y, ftype: str, overflow: str = "nonfinite", *, out=None) -> np.ndarray:
     """float32 values rounded to ``"float32"``, ``"float16"`` or ``"bfloat16"``
     (nearest even) and widened back exactly to float32.  Beyond the type's
     largest finite value: Inf (``"nonfinite"``, the IEEE conversion) or the
-    largest finite value (``"saturate"``).
+    largest finite value (``"saturate"``).  NaN stays NaN (payload not
+    modelled).  A compiled kernel (``fixedpoint._vector``), the same values as
+    NumPy's float16 and ml_dtypes' bfloat16 conversions.  ``out``: a C-contiguous
+    float32 array of ``y``'s shape to write into (``y`` itself for in place).
 
     Examples
     --------
@@ -157,17 +154,18 @@ def round_to_float_type(y, ftype: str, overflow: str = "nonfinite") -> np.ndarra
     y = np.asarray(y, np.float32)
     if ftype == "float32":
         return y
-    with np.errstate(over="ignore"):
-        if ftype == "float16":
-            r = y.astype(np.float16).astype(np.float32)
-        elif ftype == "bfloat16":
-            r = _bf16_round(y)
-        else:
-            raise ValueError(f"ftype: expected 'float32', 'float16' or 'bfloat16', got {ftype!r}")
-    if overflow == "saturate":
-        m = _FLOAT_MAX[ftype]
-        r = np.where(np.isinf(r) & np.isfinite(y), np.copysign(m, y), r)
-    return r
+    if ftype not in _NARROW_FLOATS:
+        raise ValueError(f"ftype: expected 'float32', 'float16' or 'bfloat16', got {ftype!r}")
+    check_choice(overflow, "overflow", ("nonfinite", "saturate"))
+    if out is None:
+        out = np.empty(y.shape, np.float32)
+    elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == y.shape
+              and out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(f"out: expected a writeable C-contiguous float32 array of shape {y.shape}")
+    src = y if out is y else np.ascontiguousarray(y)
+    _vector.round_float(src.reshape(-1), out.reshape(-1), ftype, overflow == "saturate",
+                        resolve_threads(None))
+    return out
 
 
 def _round_scale(s, scale_format: str) -> np.ndarray:
@@ -271,6 +269,15 @@ def _quantize_act(spec, X: np.ndarray, static, rows_axis: int | None):
 
 def _count_clipped(X, scale, zp, f) -> int:
     """Inputs beyond the representable range at the scale used."""
+    if X.size and np.size(scale) == 1 and np.size(zp) == 1:
+        # x / s + z is monotonic in x (s > 0): nothing clips when the extremes do not
+        ext = np.array([X.min(), X.max()], X.dtype if X.dtype in (np.float32, np.float64) else np.float32)
+        if np.all(np.isfinite(ext)) and _count_clipped_all(ext, scale, zp, f) == 0:
+            return 0
+    return _count_clipped_all(X, scale, zp, f)
+
+
+def _count_clipped_all(X, scale, zp, f) -> int:
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         dt = X.dtype if X.dtype in (np.float32, np.float64) else np.float32
         v = X.astype(dt, copy=False) / np.asarray(scale).astype(dt)
@@ -343,9 +350,13 @@ def _group_sum(acc_all, sx, sw, bias):
 
 
 def _bias_codes(bias, s, out_shape, acc, name):
-    """The float bias as int register values at scale ``s`` (x_scale * w_scale)."""
-    s_full = np.broadcast_to(s, out_shape).astype(np.float64)
-    b_full = np.broadcast_to(bias.astype(np.float64), out_shape)
+    """The float bias as int register values at scale ``s`` (x_scale * w_scale),
+    in the smallest shape that broadcasts to ``out_shape`` (one row for per-tensor
+    and per-channel scales: the product broadcasts it)."""
+    shape = np.broadcast_shapes(np.shape(s), bias.shape)
+    shape = (1,) * (len(out_shape) - len(shape)) + shape
+    s_full = np.broadcast_to(s, shape).astype(np.float64)
+    b_full = np.broadcast_to(bias.astype(np.float64), shape)
     with np.errstate(divide="ignore", invalid="ignore"):
         bq = np.rint(b_full / s_full)
     if np.any(~np.isfinite(bq) & (b_full != 0)):
@@ -356,7 +367,7 @@ def _bias_codes(bias, s, out_shape, acc, name):
     if np.any(np.abs(bq) > acc.max):
         raise ValueError(f"{name}: the bias does not fit the {acc.bits}-bit accumulator at "
                          f"x_scale * w_scale = {float(np.min(s)):g}")
-    return bq.astype(np.int64)
+    return bq.astype(np.int32 if acc.bits <= 32 else np.int64)
 
 
 def _dynamic_output(p, parts):
@@ -768,7 +779,7 @@ class Linear(_Layer):
 
 
 def _absmax(X) -> float:
-    return float(np.max(np.abs(X))) if X.size else 0.0
+    return max(-float(X.min()), float(X.max())) if X.size else 0.0
 
 
 class MatMul(_Layer):

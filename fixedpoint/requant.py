@@ -190,8 +190,8 @@ def requantize(acc, multiplier, shift=0, *, zero_point=0, out_fmt, method="doubl
     if n == 0:
         return np.empty(np.broadcast_shapes(shape, zp.shape), f.dtype)
     C = shape[-1] if shape else 1
-    if len(pshape) <= 1 and int(np.prod(pshape, dtype=np.int64)) in (1, C):
-        # one multiplier, or one per column of the last axis: as given
+    if all(d == 1 for d in pshape[:-1]) and int(np.prod(pshape, dtype=np.int64)) in (1, C):
+        # one multiplier, or one per column of the last axis (shape (C,), (1, C), ...): as given
         k = int(np.prod(pshape, dtype=np.int64))
         q, s, r = q.reshape(k), s.reshape(k), r.reshape(k)
     else:

@@ -365,6 +365,10 @@ def test_general_broadcasting_path_against_transcription(method, rng):
                                                  lo, hi)
         assert got_c[0][i, j] == got_c[1][i, j] == ref.requantize_value(
             a, method, conv(mc[j]), int(sc[j]), 3, lo, hi)
+    # per column given as (1, C) on a 3-D accumulator (the layers' shapes): the same values
+    got_3d = fp.requantize(acc.reshape(2, 4, 15), mc.reshape(1, 15), sc.reshape(1, 15), zero_point=3,
+                           out_fmt="int16", method=method)
+    assert np.array_equal(got_3d.reshape(8, 15), got_c[0])
 
 
 def test_quantize_multiplier_arrays_match_the_transcription(rng):

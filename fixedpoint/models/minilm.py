@@ -323,6 +323,7 @@ class MiniLM:
         # longest text of each batch, and truncation is set on every call.
         self._tokenizer.no_padding()
         self._evaluator = None
+        self._sessions = {}             # built-in profile name -> graph.Session
         self.build_seconds = time.perf_counter() - t0
 
     def __repr__(self):
@@ -482,12 +483,19 @@ class MiniLM:
         ((2, 384), True)
         """
         from ..graph import Session
-        session = Session(self.graph, profile)
+        from ..profiles import names
+        if calibration is None and isinstance(profile, str) and profile in names():
+            # a built-in profile without calibration: nothing but the quantized weights to keep
+            if profile not in self._sessions:
+                self._sessions[profile] = Session(self.graph, profile)
+            session = self._sessions[profile]
+        else:
+            session = Session(self.graph, profile)
         if calibration is not None:
             cal = _check_texts(calibration)
             for start in range(0, len(cal), batch_size):
                 session.calibrate(self.tokenize(cal[start:start + batch_size], self.max_seq_length))
-        out = self.map_batches(texts, lambda feeds: session.run(feeds)[0]["embeddings"],
+        out = self.map_batches(texts, lambda feeds: session.outputs(feeds)["embeddings"],
                                batch_size=batch_size, max_length=self.max_seq_length)
         return out.astype(np.float32, copy=False)
 
