@@ -26,13 +26,13 @@ class ElementwiseMul:
         self.b = int8_matrix(n, 2)
 
     def time_mul(self, n, overflow, threads):
-        fp.mul(self.a, self.b, "int8", overflow, num_threads=threads)
+        fp.mul(self.a, self.b, "int8", overflow=overflow, num_threads=threads)
 
     def time_add(self, n, overflow, threads):
-        fp.add(self.a, self.b, "int8", overflow, num_threads=threads)
+        fp.add(self.a, self.b, "int8", overflow=overflow, num_threads=threads)
 
     def peakmem_mul(self, n, overflow, threads):
-        fp.mul(self.a, self.b, "int8", overflow, num_threads=threads)
+        fp.mul(self.a, self.b, "int8", overflow=overflow, num_threads=threads)
 
 
 ACCS = {

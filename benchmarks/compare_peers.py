@@ -193,9 +193,10 @@ def elementwise_mul(tab, n, repeat, threads):
     a = g.integers(-128, 128, n).astype(np.int8)
     b = g.integers(-128, 128, n).astype(np.int8)
     w = f"INT8 saturating mul, {n >> 20}M pairs"
-    ref = fp.mul(a, b)
+    ref = fp.mul(a, b, "int8")
     for t in threads:
-        tab.add(w, "fixedpoint", t, median_time(lambda: fp.mul(a, b, num_threads=t), repeat), n / 1e9, "G/s", None)
+        tab.add(w, "fixedpoint", t, median_time(lambda: fp.mul(a, b, "int8", num_threads=t), repeat), n / 1e9,
+                "G/s", None)
 
     def npy():
         return np.clip(a.astype(np.int16) * b, -128, 127).astype(np.int8)
@@ -401,18 +402,19 @@ def quantize_int(tab, n, repeat, threads):
 def fp8_matmul(tab, size, repeat, threads):
     M = K = N = size
     g = np.random.default_rng(5)
-    a = fp.to_fp8(g.standard_normal((M, K)).astype(np.float32), "e4m3", saturate=True)
-    b = fp.to_fp8(g.standard_normal((K, N)).astype(np.float32), "e4m3", saturate=True)
-    af, bf = fp.from_fp8(a, "e4m3"), fp.from_fp8(b, "e4m3")
+    a = fp.to_fp8(g.standard_normal((M, K)).astype(np.float32), "e4m3")
+    b = fp.to_fp8(g.standard_normal((K, N)).astype(np.float32), "e4m3")
+    af, bf = fp.from_fp8(a), fp.from_fp8(b)
     ops = 2 * M * N * K
     w = f"FP8 E4M3 GEMM {M}x{K}x{N} (Hopper model)"
     for t in threads:
         ref = None
         for fast in (False, True):
-            r = fp.fp8_matmul(a, b, fast_accum=fast, num_threads=t)
+            acc = fp.TensorCoreAccumulator.hopper_fp8(fast_accum=fast)
+            r = fp.fp8_matmul(a, b, acc=acc, num_threads=t)
             ref = r if not fast else ref
             tab.add(w, f"fixedpoint (fast_accum={fast})", t,
-                    median_time(lambda: fp.fp8_matmul(a, b, fast_accum=fast, num_threads=t), repeat),
+                    median_time(lambda: fp.fp8_matmul(a, b, acc=acc, num_threads=t), repeat),
                     ops / 1e9, "GOPS", None)
         with numpy_threads(t):
             r = af @ bf

@@ -23,7 +23,7 @@ Workloads:
 
 Every profile reports, per overridden layer (ONNX node), the SQNR of its
 output against the float run over the evaluation set (earlier errors
-included), accumulator overflows, inputs clipped by the activation quantizer,
+included; MLP layers after their ReLU, which an INT8 output fuses), accumulator overflows, inputs clipped by the activation quantizer,
 the activation scale and the largest ``|x|`` relative to it (outliers); and per
 inference the weight memory, an energy estimate and a roofline time from the
 profile's cost model.
@@ -174,10 +174,13 @@ class _MLPRunner:
             h, nodes = x, {}
             for i, fc in enumerate(self.layers):
                 z = fc.run(h)
-                r = ref[i].astype(np.float64)
-                nodes[fc.name] = (fc.trace, float(np.sum(r ** 2)),
-                                  float(np.sum((r - z.astype(np.float64)) ** 2)), "linear", "MatMul", i)
                 h = np.maximum(z, 0) if i < n - 1 else z
+                # compared after the ReLU: an INT8 output requantized to the next layer's
+                # input scale clamps negative values there (the ReLU fused into the layer)
+                r = ref[i].astype(np.float64)
+                r = np.maximum(r, 0) if i < n - 1 else r
+                nodes[fc.name] = (fc.trace, float(np.sum(r ** 2)),
+                                  float(np.sum((r - h.astype(np.float64)) ** 2)), "linear", "MatMul", i)
             yield h, nodes
 
 
@@ -725,7 +728,7 @@ def _markdown(results, figs):
                       "finds again; Spearman: rank correlation of all pairwise similarities.",
          "agreement": "Agreement of the first output's argmax with the float run, and its SQNR."}[m["kind"]],
         "SQNR: each layer's output against the float model's, over the evaluation set (the errors of "
-        "earlier layers included). Overflows: accumulator adds that wrapped or clamped; clipped: inputs "
+        "earlier layers included; MLP hidden layers after their ReLU). Overflows: accumulator adds that wrapped or clamped; clipped: inputs "
         "beyond the activation format at the scale used; |x|/range: the largest input over the largest "
         "value the activation format holds at its scale (above 1: outliers were clipped). Weights: codes, "
         "scales, zero points and biases in bytes. Energy and time per inference are estimates from each "

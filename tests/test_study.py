@@ -237,3 +237,33 @@ def test_minilm_what_if_profiles_recover_per_tensor_losses():
     assert cos["ane-int8"] < cos["h100-int8"] < cos["h100-int8-token"]
     assert cos["h100-int8-token"] > 0.99 and cos["ane-int8-token-f16"] > 0.99
     assert res["profiles"]["h100-int8-token"]["clipped_inputs"] == [0] * 48   # per-token: no clipping
+
+
+def test_mlp_layer_sqnr_is_measured_after_the_fused_relu():
+    """An INT8 output requantized to the next layer's (asymmetric) input scale
+    clamps negative values: the ReLU is part of the deployed layer, so the
+    hidden layers' SQNR compares outputs after the ReLU on both sides.  Here
+    recomputed from the layers' own runs and the float model."""
+    from fixedpoint import layers
+    from fixedpoint.metrics import sqnr_db
+    w = study.mlp_workload(limit=60, seed=1)
+    res = study.run_study(["litert-xnnpack-int8"], w)
+    got = res["profiles"]["litert-xnnpack-int8"]["sqnr_db"]
+    model, x = w.training["model"], np.concatenate(w.training["eval"])
+    p = profiles.get("litert-xnnpack-int8")
+    fcs = [layers.Linear(p, wt, b, name=f"layer{i}") for i, (wt, b) in enumerate(model.layers)]
+    h = w.training["calibration"][0]
+    for i, (fc, (wt, b)) in enumerate(zip(fcs, model.layers)):
+        fc.calibrate(h)
+        h = np.maximum(h @ wt + b, 0).astype(np.float32)
+    for i in range(len(fcs) - 1):
+        s, z = fcs[i + 1].static_input()
+        fcs[i].set_output_quantization(s, int(z))
+    ref, h, want = model.forward(x), x, []
+    for i, fc in enumerate(fcs):
+        y = fc.run(h)
+        last = i == len(fcs) - 1
+        h = y if last else np.maximum(y, 0)
+        want.append(sqnr_db(ref[i] if last else np.maximum(ref[i], 0), h))
+    assert got == pytest.approx(want, abs=1e-9)
+    assert min(got) > 30            # a pre-ReLU comparison gives about 13 dB for the hidden layers
