@@ -660,7 +660,7 @@ def design_study(tab, repeat):
         if figures:
             with tempfile.TemporaryDirectory() as d:
                 study.write_report(res, d)
-    w = "fixedpoint study (8 profiles, 450 images)"
+    w = f"fixedpoint study (MLP, {len(fp.profiles.names())} profiles, 450 images)"
     tab.add(w, "fixedpoint (table and JSON)", 1, median_time(lambda: run(False), repeat), 1, "runs/s", None)
     tab.add(w, "fixedpoint (with the Markdown report and 3 PNG figures)", 1,
             median_time(lambda: run(True), max(1, repeat // 3)), 1, "runs/s", None,
