@@ -206,3 +206,44 @@ def seed_value(seed) -> int:
     if not 0 <= seed < 2**64:
         raise ValueError(f"seed: expected 0 <= seed < 2**64, got {seed}")
     return int(seed)
+
+
+def check_axis(axis, ndim: int, name: str = "axis", *, optional: bool = True):
+    """``axis`` as a non-negative int checked against ``ndim`` (None passes
+    through when ``optional``)."""
+    if axis is None and optional:
+        return None
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int{' or None' if optional else ''}, got "
+                        f"{type(axis).__name__}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{name}: {axis} is out of range for a {ndim}-d tensor")
+    return int(axis) % ndim
+
+
+def expand_param(param, shape, axis, group_size):
+    """Broadcast a scale or zero-point array of the QTensor convention to ``shape``."""
+    p = np.asarray(param)
+    if p.ndim == 0 or axis is None:
+        return p
+    if group_size is None:
+        view = [1] * len(shape)
+        view[axis] = shape[axis]
+        return p.reshape(view)
+    return np.repeat(p, group_size, axis=axis)
+
+
+def positive_scales(s, name: str, length: int) -> np.ndarray:
+    """A float32 scalar or vector of ``length`` finite, positive scales."""
+    if s is None or isinstance(s, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a positive float or an array of them")
+    arr = np.asarray(s)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name}: expected a positive float or an array of them, got dtype {arr.dtype}")
+    arr = arr.astype(np.float32)
+    if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != length):
+        raise ValueError(f"{name}: expected a scalar or a vector of length {length}, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)) or not np.all(arr > 0):
+        bad = arr[~(np.isfinite(arr) & (arr > 0))].ravel()[0]
+        raise ValueError(f"{name}: scales must be finite and positive, got {bad}")
+    return arr

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _mx
-from ._checks import (as_integer_array, check_choice, check_int_range, check_positive_int,
+from ._checks import (as_integer_array, check_axis, check_choice, check_int_range, check_positive_int,
                       float_source, resolve_threads)
 from .formats import E2M1, E2M3, E3M2, E4M3, E5M2, FloatFormat, IntFormat, as_format
 from .fp8 import FloatCodes, codes_and_format, from_fp8, to_fp8
@@ -241,14 +241,6 @@ def _mx_elem(elem):
     return f   # pragma: no cover - unreachable: f is one of the keys
 
 
-def _check_axis(axis, ndim: int, name: str = "axis") -> int:
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"{name}: expected an int, got {type(axis).__name__}")
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"{name}: {axis} is out of range for an array of {ndim} dimensions")
-    return int(axis) % ndim
-
-
 def _blocks(x: np.ndarray, axis: int, block: int):
     """x with ``axis`` moved last and zero-padded to whole blocks:
     shape (..., nblocks, block)."""
@@ -375,7 +367,7 @@ class MXTensor:
         self.elem = f
         if self.codes.ndim == 0:
             raise ValueError("codes: expected at least 1-D codes, got a scalar")
-        self.axis = _check_axis(axis, self.codes.ndim)
+        self.axis = check_axis(axis, self.codes.ndim, optional=False)
         self.shape = self.codes.shape
         sc = as_integer_array(scales, "scales")
         check_int_range(sc, "scales", 0, 255, "the E8M0 code")
@@ -474,7 +466,7 @@ def mx_quantize(x, elem, *, block=32, axis=-1, scale_rule="floor", rounding="nea
     src = float_source(x, "x", double_rounding=True).astype(np.float32, copy=False)
     if src.ndim == 0:
         raise ValueError("x: expected at least 1-D values, got a scalar")
-    ax = _check_axis(axis, src.ndim)
+    ax = check_axis(axis, src.ndim, optional=False)
     xb, K = _blocks(src, ax, block)
     scales = _scale_codes(_amax(xb), f, scale_rule)
     recip = from_e8m0(np.where(scales == 255, 255, 254 - scales.astype(np.int32)))
@@ -571,7 +563,7 @@ class NVFP4Tensor:
             raise ValueError("codes: expected at least 1-D codes, got a scalar")
         sarr, _ = codes_and_format(scales, E4M3, "scales")
         self.block = 16
-        self.axis = _check_axis(axis, self.codes.ndim)
+        self.axis = check_axis(axis, self.codes.ndim, optional=False)
         self.shape = self.codes.shape
         want = list(self.shape)
         want[self.axis] = -(-self.shape[self.axis] // 16)
@@ -649,7 +641,7 @@ def nvfp4_quantize(x, *, axis=-1, tensor_amax=None, arithmetic="encode_multiply"
     src = float_source(x, "x", double_rounding=True).astype(np.float32, copy=False)
     if src.ndim == 0:
         raise ValueError("x: expected at least 1-D values, got a scalar")
-    ax = _check_axis(axis, src.ndim)
+    ax = check_axis(axis, src.ndim, optional=False)
     if tensor_amax is None:
         a = np.abs(src)
         if arithmetic == "encode_multiply":

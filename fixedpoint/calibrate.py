@@ -34,12 +34,11 @@ from collections import deque
 
 import numpy as np
 
-from ._checks import check_choice, check_positive_int, float_source
+from ._checks import check_axis, check_choice, check_positive_int, float_source
 from .formats import FloatFormat, as_format
 from .fp8 import from_fp8, to_fp8
 
-__all__ = ["Calibrator", "DelayedScaling", "CALIBRATION", "scale_from_range", "block_view",
-           "check_axis"]
+__all__ = ["Calibrator", "DelayedScaling", "CALIBRATION", "scale_from_range", "block_view"]
 
 #: How a range is found from data: one line each.
 CALIBRATION = {
@@ -48,17 +47,6 @@ CALIBRATION = {
     "mse": "the symmetric threshold with the least quantize-dequantize squared error (histogram)",
     "entropy": "the symmetric threshold with the least KL divergence, as TensorRT (histogram)",
 }
-
-
-def check_axis(axis, ndim):
-    """``axis`` as a non-negative int (or None), checked against ``ndim``."""
-    if axis is None:
-        return None
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"axis: expected an int or None, got {type(axis).__name__}")
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"axis: {axis} is out of range for a {ndim}-d tensor")
-    return int(axis) % ndim
 
 
 def block_view(x: np.ndarray, axis, group_size):

@@ -73,7 +73,7 @@ import sys
 
 import numpy as np
 
-from ._checks import float_source, seed_value
+from ._checks import check_axis, expand_param, float_source, positive_scales, seed_value
 from .formats import FloatFormat, as_format
 
 __all__ = ["is_dask", "format_of", "QTensorArray", "to_fp8", "from_fp8", "quantize", "requantize",
@@ -314,16 +314,6 @@ def requantize(kernel, acc, multiplier, shift=0, *, zero_point=0, out_fmt, metho
 # ---------------------------------------------------------------------------
 # Quantization
 
-def _normalize_axis(axis, ndim):
-    if axis is None:
-        return None
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"axis: expected an int or None, got {type(axis).__name__}")
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"axis: {axis} is out of range for a {ndim}-d tensor")
-    return int(axis) % ndim
-
-
 def _param_shape(shape, ax, gs):
     if ax is None:
         return ()
@@ -341,17 +331,6 @@ def _param_block(p, loc, ax, gs):
         return p[loc[ax][0]:loc[ax][1]]
     idx = tuple(slice(a // gs, b // gs) if d == ax else slice(a, b) for d, (a, b) in enumerate(loc))
     return p[idx]
-
-
-def _expand(p, shape, ax, gs):
-    p = np.asarray(p)
-    if p.ndim == 0 or ax is None:
-        return p
-    if gs is None:
-        view = [1] * len(shape)
-        view[ax] = shape[ax]
-        return p.reshape(view)
-    return np.repeat(p, gs, axis=ax)
 
 
 def _aligned_chunks(chunks, unit):
@@ -505,13 +484,13 @@ def quantize(kernel, x, fmt, *, scale=None, zero_point=None, symmetric=True, axi
         raise TypeError(f"x: expected float16, float32, float64 or bfloat16 values, got an array "
                         f"of dtype {x.dtype}")
     X = x.astype(np.float32) if x.dtype.itemsize <= 4 and x.dtype != np.float32 else x
-    ax = _normalize_axis(axis, X.ndim)
+    ax = check_axis(axis, X.ndim)
     common = dict(symmetric=symmetric, narrow_range=narrow_range, rounding=rounding,
                   float_zero_point=float_zero_point, overflow=overflow, nan=nan)
     if scale is None and not isinstance(calibration, str) and hasattr(calibration, "scale_zero_point") \
             and axis is None and group_size is None:
         cax = getattr(calibration, "axis", None)            # the calibrator's layout
-        ax, group_size = _normalize_axis(cax, X.ndim), getattr(calibration, "group_size", None)
+        ax, group_size = check_axis(cax, X.ndim), getattr(calibration, "group_size", None)
     gs = group_size
     if gs is not None:
         if isinstance(gs, bool) or not isinstance(gs, (int, np.integer)):
@@ -592,7 +571,7 @@ def quantize(kernel, x, fmt, *, scale=None, zero_point=None, symmetric=True, axi
             return kernel(b, fmt, scale=s_b, zero_point=z_b, **kw, seed=0).codes
         if isinstance(f, FloatFormat):
             # per-element scales: each piece is its own per-channel (axis 0) call
-            flat_s = np.ascontiguousarray(np.broadcast_to(_expand(s_b, b.shape, ax, gs), b.shape)).reshape(-1)
+            flat_s = np.ascontiguousarray(np.broadcast_to(expand_param(s_b, b.shape, ax, gs), b.shape)).reshape(-1)
             idx_of = {}
             starts, run = _runs(loc, shape)
             for r, st in enumerate(starts.tolist()):
@@ -619,8 +598,8 @@ def _int_stochastic(b, f, s_b, z_b, ax, gs, fzp, seed, loc, shape):
         bad = np.argwhere(~np.isfinite(X))[0]
         where = tuple(int(i) + lo for i, (lo, _) in zip(bad, loc))
         raise ValueError(f"x: non-finite value {X[tuple(bad)]} at index {where}")
-    s_full = _expand(s_b, X.shape, ax, gs).astype(X.dtype)
-    z_full = _expand(z_b, X.shape, ax, gs)
+    s_full = expand_param(s_b, X.shape, ax, gs).astype(X.dtype)
+    z_full = expand_param(z_b, X.shape, ax, gs)
     u = np.empty(X.size, np.float64)
     starts, run = _runs(loc, shape)
     for r, st in enumerate(starts.tolist()):
@@ -732,21 +711,6 @@ def matmul(kernel, a, b, fmt, *, acc=None, c=None, return_overflow=False, num_th
     return state["v"].astype(out_dtype), state["n"]
 
 
-def _float_scale(s, name, length):
-    if s is None or isinstance(s, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected a positive float or an array of them")
-    arr = np.asarray(s)
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name}: expected a positive float or an array of them, got dtype {arr.dtype}")
-    arr = arr.astype(np.float32)
-    if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != length):
-        raise ValueError(f"{name}: expected a scalar or a vector of length {length}, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)) or not np.all(arr > 0):
-        bad = arr[~(np.isfinite(arr) & (arr > 0))].ravel()[0]
-        raise ValueError(f"{name}: scales must be finite and positive, got {bad}")
-    return arr
-
-
 def _bf16_bits(x):
     """float32 -> bfloat16 bits, nearest even, NaN kept quiet (as fp8_matmul)."""
     bits = x.view(np.uint32).astype(np.uint64)
@@ -774,8 +738,8 @@ def fp8_matmul(kernel, a, b, fmt=None, *, scale_a=1.0, scale_b=1.0, out_dtype="f
     fm = (fa if a.dtype == np.uint8 else None, fb if b.dtype == np.uint8 else None)
     probe = kernel(pa, pb, fm, out_dtype=out_dtype, acc=acc, num_threads=1)   # validates the rest
     M, K, N = a.shape[0], a.shape[1], b.shape[1]
-    sa = _float_scale(scale_a, "scale_a", M)
-    sb = _float_scale(scale_b, "scale_b", N)
+    sa = positive_scales(scale_a, "scale_a", M)
+    sb = positive_scales(scale_b, "scale_b", N)
     pe = getattr(acc, "promote_every", 128) if acc is not None else 128
     # the float32 accumulator cannot overflow when |sum| < max_a * max_b * K < 2^127
     fold = pe is not None and fa is not None and fb is not None and \

@@ -34,10 +34,9 @@ import numpy as np
 
 from . import _fp8, _quant
 from . import dask_arrays
-from ._checks import (as_format_array, check_choice, check_positive_int, float_source, ml_dtypes_name,
-                      resolve_threads, seed_value)
-from .calibrate import (CALIBRATION, Calibrator, DelayedScaling, block_view, check_axis,
-                        scale_from_range)
+from ._checks import (as_format_array, check_axis, check_choice, check_positive_int, expand_param,
+                      float_source, ml_dtypes_name, resolve_threads, seed_value)
+from .calibrate import CALIBRATION, Calibrator, DelayedScaling, block_view, scale_from_range
 from .formats import FloatFormat, IntFormat, as_format
 from .fp8 import FloatCodes, check_overflow, codes_and_format, format_params, from_fp8, to_fp8
 
@@ -104,18 +103,6 @@ def _check_granularity(shape, axis, group_size):
         if shape[ax] % gs:
             raise ValueError(f"group_size: {gs} does not divide axis {ax} of length {shape[ax]}")
     return ax, gs
-
-
-def expand_param(param, shape, axis, group_size):
-    """Broadcast a scale or zero-point array of the QTensor convention to ``shape``."""
-    p = np.asarray(param)
-    if p.ndim == 0 or axis is None:
-        return p
-    if group_size is None:
-        view = [1] * len(shape)
-        view[axis] = shape[axis]
-        return p.reshape(view)
-    return np.repeat(p, group_size, axis=axis)
 
 
 def _as_scale(scale, shape, axis, group_size) -> np.ndarray:

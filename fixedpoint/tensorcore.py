@@ -21,7 +21,8 @@ import numpy as np
 
 from . import _tensorcore
 from . import dask_arrays
-from ._checks import check_choice, check_positive_int, matmul_operands, ml_dtypes_name, resolve_threads
+from ._checks import (check_choice, check_positive_int, matmul_operands, ml_dtypes_name, positive_scales,
+                      resolve_threads)
 from .formats import FloatFormat
 from .fp8 import codes_and_format
 
@@ -428,21 +429,6 @@ def _pair(fmt):
     return fmt, fmt
 
 
-def _as_scale(s, name: str, length: int) -> np.ndarray:
-    if s is None or isinstance(s, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected a positive float or an array of them")
-    arr = np.asarray(s)
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name}: expected a positive float or an array of them, got dtype {arr.dtype}")
-    arr = arr.astype(np.float32)
-    if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != length):
-        raise ValueError(f"{name}: expected a scalar or a vector of length {length}, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)) or not np.all(arr > 0):
-        bad = arr[~(np.isfinite(arr) & (arr > 0))].ravel()[0]
-        raise ValueError(f"{name}: scales must be finite and positive, got {bad}")
-    return arr
-
-
 def _as_c(c, shape) -> np.ndarray:
     """``c`` as float32, broadcast (read-only view) to ``shape``."""
     arr = np.asarray(c)
@@ -546,8 +532,8 @@ def fp8_matmul(a, b, fmt=None, *, c=None, scale_a=1.0, scale_b=1.0, out_dtype="f
             raise ImportError("out_dtype='bfloat16' returns an ml_dtypes array: install ml_dtypes") from None
     nthreads = resolve_threads(num_threads)
     A, B, batch, M, K, N, finish = matmul_operands(a_codes, b_codes)
-    sa = _as_scale(scale_a, "scale_a", M)
-    sb = _as_scale(scale_b, "scale_b", N)
+    sa = positive_scales(scale_a, "scale_a", M)
+    sb = positive_scales(scale_b, "scale_b", N)
     C = None
     if c is not None:
         if accumulator.c_input is None:
