@@ -182,6 +182,7 @@ def test_example_accumulator_what_if_profiles():
     assert profiles.get(files[1]).accumulator.bits == 16
 
 
+@pytest.mark.slow
 def test_minilm_study_end_to_end(tmp_path):
     """`fixedpoint study --model minilm` on a few sentences: the float profile
     reproduces the float embeddings exactly, and the report has the embedding
