@@ -90,6 +90,12 @@ def render() -> str:
                 lines += [f"### `{_signature(name, obj)}`", "", _summary(obj), ""]
             elif isinstance(obj, dict):
                 lines += [f"### `{name}`", ""] + [f"- `{k!r}`: {v}" for k, v in obj.items()] + [""]
+            elif inspect.ismodule(obj):
+                lines += [f"### `{name}`", "", f"The submodule `{obj.__name__}` (below).", ""]
+            elif isinstance(obj, pathlib.PurePath):
+                # where the package is installed is not part of the API
+                rel = pathlib.Path(obj).resolve().relative_to(pathlib.Path(top.__file__).resolve().parent.parent)
+                lines += [f"### `{name}`", "", f"The folder `{rel.as_posix()}` of the installed package.", ""]
             else:
                 lines += [f"### `{name}`", "", f"`{obj!r}`"[:300], ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -2,6 +2,7 @@
 call on the whole array for every chunking (hypothesis draws the chunks)."""
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -393,7 +394,8 @@ def test_fp8_matmul_keeps_k_whole_without_promotion_and_folds_with_it():
 def test_numpy_only_import_does_not_load_dask():
     code = "import sys, fixedpoint, numpy as np; fixedpoint.to_fp8(np.zeros(3), 'e4m3'); " \
            "print(any(m == 'dask' or m.startswith('dask.') for m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tempfile.gettempdir())   # not the source tree: the installed package
     assert out.stdout.strip() == "False"
 
 

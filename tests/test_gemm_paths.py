@@ -16,6 +16,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import zlib
 
 import numpy as np
@@ -412,7 +413,7 @@ def test_peak_memory(path):
     slack = 1 << 20                               # tile buffers, Python objects
     for case, extra in (("wrap", 0), ("sat16", c_copy), ("sat16_counts", c_copy + n * n * 8),
                         ("pairs", 0)):
-        res = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(n), case], env=env,
+        res = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(n), case], env=env, cwd=tempfile.gettempdir(),
                              check=True, capture_output=True, text=True, timeout=120)
         peak = int(res.stdout)
         assert peak <= out + extra + packed + slack, (case, peak)
@@ -446,7 +447,7 @@ def test_out_of_memory_is_a_memory_error(path):
     MemoryError before any thread starts (nothing half-written is returned)."""
     env = dict(os.environ, **{PATH_ENV: path})
     res = subprocess.run([sys.executable, "-c", _OOM_SCRIPT, path], env=env,
-                         capture_output=True, text=True, timeout=120)
+                         cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=120)
     want = "scratch rows" if path == "generic" else "packed operands"
     assert res.stdout.startswith("MemoryError: matmul: out of memory") and want in res.stdout, \
         (res.stdout, res.stderr[-2000:])

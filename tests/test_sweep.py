@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -126,7 +127,8 @@ def test_without_dask_scheduler_says_how_to_get_it_and_the_rest_works(tmp_path):
                   "--out", {str(tmp_path / 'o3')!r}, "--scheduler", "local:2"])
         print("codes", a, b, c)
     """)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd=tempfile.gettempdir())     # not the source tree: the installed package
     assert r.stdout.strip().splitlines()[-1] == "codes 2 0 2", r.stdout + r.stderr
     lines = [ln for ln in r.stderr.splitlines() if "error" in ln]
     assert lines == ['fixedpoint sweep: error: scheduler: running on Dask needs dask and distributed: '
