@@ -49,7 +49,7 @@ import numpy as np
 
 from . import _vector
 from ._checks import check_choice, resolve_threads
-from .accumulate import matmul
+from .accumulate import Accumulator, matmul
 from .blockscaled import (BlockScaledMMA, MXTensor, NVFP4Tensor, blockscaled_matmul, from_e8m0,
                           mx_quantize, nvfp4_quantize)
 from .calibrate import Calibrator
@@ -313,12 +313,14 @@ def _integer_accumulate(p, xc, zx, fx, wc, zw, fw, bias, groups, name):
     (G, N) per group of ``groups`` rows of K).  INT8 output: ``bias`` (int64,
     quantized by the caller) is the register's initial value.  Returns (acc,
     overflow counts); per group: acc is (G, ..., R, N)."""
+    acc = p.accumulator
+    if acc.pair_bits is not None:
+        return _pair_accumulate(acc, xc, zx, fx, wc, zw, fw, bias)
     op = _operand_format(fx, zx, fw, zw)
     xs = _centred(xc, zx, op.dtype)
     if groups is not None and np.ndim(zw):
         zw = np.repeat(np.asarray(zw), groups, axis=0)
     ws = _centred(wc, zw, op.dtype)
-    acc = p.accumulator
     if groups is None:
         return matmul(xs, ws, op, acc=acc, c=bias, return_overflow=True)
     K = ws.shape[-2]
@@ -336,6 +338,45 @@ def _integer_accumulate(p, xc, zx, fx, wc, zw, fw, bias, groups, name):
         acc_all, n = matmul(xg, wg, op, acc=acc, return_overflow=True)
         overflow = n.sum(axis=0).reshape(out_shape)
     return acc_all.reshape((G,) + out_shape), overflow
+
+
+def _wrap(v, bits):
+    """int64 values modulo 2**bits into the signed range (int64 wraps by itself at 64)."""
+    if bits < 64:
+        half = np.int64(1) << (bits - 1)
+        v = ((v + half) & ((half << 1) - 1)) - half
+    return v
+
+
+def _pair_accumulate(acc, xc, zx, fx, wc, zw, fw, c):
+    """An accumulator whose products are summed in clamped pairs (``pair_bits``,
+    x86 ``vpmaddubsw``), as ONNX Runtime's MLAS runs it: the raw unsigned x
+    signed codes go through the pairs and the wrapping register, and the zero
+    points come off afterwards from exact row and column sums, wrapping too.
+    Operands that are not unsigned x signed (the u8 x u8 product of two
+    activations) take MLAS's u8 x u8 kernel, which widens bytes to 16 bits and
+    adds pairs exactly in 32 bits: no pair clamp.  Overflow counts: 1 where
+    the result differs from the exact sum (a clamped pair or a wrap)."""
+    if not (fw.signed and not fx.signed):
+        acc = Accumulator(acc.bits, acc.overflow)
+    raw = matmul(xc, wc, (fx, fw), acc=acc)
+    zx64, zw64 = np.asarray(zx, np.int64), np.asarray(zw, np.int64)
+    r = raw.astype(np.int64)
+    if np.any(zw64):
+        r -= zw64 * xc.sum(axis=-1, keepdims=True, dtype=np.int64)
+    if np.any(zx64):
+        r -= zx64 * wc.sum(axis=-2, keepdims=True, dtype=np.int64)
+        if np.any(zw64):
+            r += xc.shape[-1] * zx64 * zw64
+    if c is not None:
+        r += c
+    r = _wrap(r, acc.bits)
+    # |exact| <= K * 255 * 255 < 2**53: float64 is exact
+    exact = np.matmul(xc.astype(np.float64) - zx64, wc.astype(np.float64) - zw64)
+    if c is not None:
+        exact += c
+    ovf = (r != _wrap(exact.astype(np.int64), acc.bits)).astype(np.int64)
+    return r.astype(np.int32 if acc.bits <= 32 else np.int64), ovf
 
 
 def _group_sum(acc_all, sx, sw, bias):
@@ -786,7 +827,8 @@ class MatMul(_Layer):
     """The product of two activations ``a @ b`` (attention scores and context)
     on a profile: both operands quantized with the activation spec (per tensor,
     or per token: rows of ``a``, columns of ``b``).  Leading dimensions
-    broadcast as ``numpy.matmul``.
+    broadcast as ``numpy.matmul``.  A profile with ``activation_matmul =
+    "float32"`` leaves the product in float32 (rounded to its output type).
 
     Examples
     --------
@@ -829,7 +871,7 @@ class MatMul(_Layer):
         p = self.profile
         lead = np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
         dims = (int(np.prod(lead, dtype=np.int64)), A.shape[-2], A.shape[-1], B.shape[-1])
-        if p.is_float:
+        if p.is_float or p.activation_matmul == "float32":
             self.trace = LayerTrace(self.name, self.op, x_absmax=_absmax(A), dims=dims)
             return self._finish(np.matmul(A, B).astype(np.float32))
         act = p.activations

@@ -51,7 +51,7 @@ from .tensorcore import TensorCoreAccumulator
 
 __all__ = ["AcceleratorProfile", "QuantSpec", "OutputSpec", "CostModel", "Notes", "get", "names",
            "register", "load", "loads", "BUILTIN_NAMES", "WEIGHT_GRANULARITY",
-           "ACTIVATION_GRANULARITY", "OUTPUTS", "SCALE_FORMATS", "VECTOR_TYPES"]
+           "ACTIVATION_GRANULARITY", "OUTPUTS", "SCALE_FORMATS", "VECTOR_TYPES", "ACTIVATION_MATMUL"]
 
 #: Scale granularity of a K x N weight matrix: one line each.
 WEIGHT_GRANULARITY = {
@@ -89,6 +89,13 @@ VECTOR_TYPES = {
     "float32": "float32, as the reference",
     "float16": "every other operator's output rounded to IEEE half (as the Neural Engine)",
     "bfloat16": "every other operator's output rounded to bfloat16",
+}
+
+#: How a product of two activations (attention scores and context) runs: one line each.
+ACTIVATION_MATMUL = {
+    "quantized": "both operands quantized with the activation spec, through the accumulator",
+    "float32": "not quantized: float32, rounded to the output type (ONNX Runtime's quantize_dynamic "
+               "leaves such MatMul nodes in float)",
 }
 
 
@@ -381,6 +388,9 @@ class AcceleratorProfile:
     output : OutputSpec
     vector : str
         ``VECTOR_TYPES``: the arithmetic between layers.
+    activation_matmul : str
+        ``ACTIVATION_MATMUL``: whether a product of two activations is
+        quantized (``"quantized"``, the default) or runs in float32.
     cost : CostModel
     notes : Notes
 
@@ -404,6 +414,7 @@ class AcceleratorProfile:
     accumulator: typing.Any = None
     output: OutputSpec = OutputSpec()
     vector: str = "float32"
+    activation_matmul: str = "quantized"
     cost: CostModel = CostModel()
     notes: Notes = Notes()
 
@@ -419,6 +430,7 @@ class AcceleratorProfile:
             if not (v is None and key in ("weights", "activations")) and not isinstance(v, cls):
                 raise TypeError(f"{key}: expected a {cls.__name__}, got {type(v).__name__}")
         _choice(self.vector, "vector", VECTOR_TYPES)
+        _choice(self.activation_matmul, "activation_matmul", ACTIVATION_MATMUL)
         w, a, acc = self.weights, self.activations, self.accumulator
         if (w is None) != (a is None):
             raise ValueError("weights: give both weights and activations, or neither (the float32 "
@@ -453,6 +465,10 @@ class AcceleratorProfile:
                                  f"(kind = 'integer'), got {type(acc).__name__}")
             if w.bits > 8 or a.bits > 8:
                 raise ValueError("weights.format: integer formats of at most 8 bits")
+            if acc.pair_bits is not None and (acc.overflow != "wrap" or w.granularity == "group"):
+                raise ValueError("accumulator.pair_bits: pairs of products (vpmaddubsw) are modelled "
+                                 "with a wrapping register and per-tensor or per-channel weights, "
+                                 "whose zero points come off after the sum")
         else:
             if not isinstance(acc, TensorCoreAccumulator):
                 raise ValueError(f"accumulator: float formats need a TensorCoreAccumulator "
@@ -971,6 +987,39 @@ _BUILTIN = [
            "ruy's requantization: the doubling high multiply, then a rounding right shift with ties "
            "toward +inf; the optimized depthwise kernel does channels 8 at a time that way and the "
            "last channels % 8 with MultiplyByQuantizedMultiplier"))],
+    AcceleratorProfile(
+        name="x86-avx2-u8s8",
+        description="ONNX Runtime's dynamic INT8 on an x86 CPU with AVX2 and no VNNI (quantize_dynamic "
+                    "defaults): per-tensor symmetric INT8 weights in [-127, 127], per-tensor asymmetric "
+                    "UINT8 activations quantized per call, MLAS's u8 x s8 kernel (vpmaddubsw: byte "
+                    "pairs summed with int16 saturation, then int32 wrapping adds), int32 result "
+                    "scaled in float32, float32 output.",
+        weights=QuantSpec("int8", narrow_range=True),
+        activations=QuantSpec("uint8", symmetric=False, static=False),
+        accumulator=Accumulator(32, "wrap", 2, pair_bits=16),
+        output=OutputSpec("float32"),
+        activation_matmul="float32",
+        cost=CostModel(mul_pj=0.2, add_pj=0.1, epilogue_pj=3.7, peak_ops_per_s=1e12,
+                       memory_bandwidth_bytes_per_s=50e9,
+                       source=f"energy: {_HORO} (8-bit multiply 0.2, 32-bit add 0.1, float32 rescale "
+                              f"3.7); {_DRAM}; roofline: a generic 2-core AVX2 CPU (1 TOPS INT8, "
+                              f"50 GB/s; assumed, for comparison only)"),
+        notes=Notes(
+            public=("onnxruntime.quantization.quantize_dynamic: QInt8 weights, symmetric, per tensor "
+                    "(per_channel=False, reduce_range=False); DynamicQuantizeLinear: uint8, scale = "
+                    "(max(x, 0) - min(x, 0)) / 255, zero point round(-min / scale)",
+                    "MLAS MlasGemmU8S8KernelAvx2 saturates each vpmaddubsw pair to int16 on raw codes "
+                    "and subtracts the zero points afterwards from row and column sums (onnxruntime "
+                    "issue 6004: the reason for reduce_range on AVX2); proved bit for bit against "
+                    "ONNX Runtime on an emulated Haswell CPU (tests/test_gemm_paths.py, "
+                    "tests/test_layers_onnxruntime.py)",
+                    "the result is float32(acc) * float32(a_scale * b_scale) (MatMulIntegerToFloat)",
+                    "quantize_dynamic quantizes MatMul nodes with a constant weight; a MatMul of two "
+                    "activations (attention) stays float32"),
+            assumptions=("bias added in float32 after the rescale (ONNX Runtime's Add after the "
+                         "quantized MatMul)", "on a CPU with AVX-VNNI or AVX512-VNNI MLAS uses "
+                         "vpdpbusd, which does not saturate: there the h100-int8-style exact sum "
+                         "applies, not this profile"))),
     *[AcceleratorProfile(
         name=name, description=desc, weights=spec, activations=dataclasses.replace(spec, static=static,
                                                                                    granularity=agran),

@@ -22,3 +22,17 @@ def need(module: str, install: str):
             raise
         pytest.skip(f"{module} is not installed ({install}); CI installs it",
                     allow_module_level=True)
+
+
+def qemu_haswell() -> str:
+    """The QEMU user-mode emulator that runs x86 code on a Haswell CPU model
+    (AVX2, no AVX-512, no VNNI), or skip (CI installs it: a missing one fails)."""
+    import platform
+    import shutil
+    import sys
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None or platform.machine() != "x86_64" or sys.platform != "linux":
+        if STRICT and platform.machine() == "x86_64":
+            pytest.fail("qemu-x86_64 is missing (apt-get install -y qemu-user)")
+        pytest.skip("needs qemu-x86_64 on an x86_64 Linux host (apt-get install -y qemu-user)")
+    return qemu

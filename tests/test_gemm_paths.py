@@ -12,8 +12,6 @@ pair model is proved against ONNX Runtime run on an emulated AVX2 CPU.
 import contextlib
 import os
 import pathlib
-import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,7 +27,7 @@ from fixedpoint import _reference as ref
 from fixedpoint.accumulate import PATH_ENV, gemm_path
 from fixedpoint.formats import as_format
 
-from extras import STRICT, need
+from extras import need, qemu_haswell
 
 ALL_PATHS = ("vnni512", "vnni256", "avx2", "portable", "generic")
 PATHS = [p for p in ALL_PATHS if p == "generic" or _int.gemm_available(_int.GEMM_PATHS[p])]
@@ -462,13 +460,13 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-def session(M, K, N, zero_points):
+def session(M, K, N, zero_points, b_type):
     inputs = [helper.make_tensor_value_info("a", TensorProto.UINT8, [M, K]),
-              helper.make_tensor_value_info("b", TensorProto.INT8, [K, N])]
+              helper.make_tensor_value_info("b", b_type, [K, N])]
     names = ["a", "b"]
     if zero_points:
         inputs += [helper.make_tensor_value_info("za", TensorProto.UINT8, []),
-                   helper.make_tensor_value_info("zb", TensorProto.INT8, [])]
+                   helper.make_tensor_value_info("zb", b_type, [])]
         names += ["za", "zb"]
     g = helper.make_graph([helper.make_node("MatMulInteger", names, ["y"])], "g", inputs,
                           [helper.make_tensor_value_info("y", TensorProto.INT32, [M, N])])
@@ -486,7 +484,8 @@ for key in sorted(k for k in z.files if k.endswith("_a")):
     zp = case + "_za" in z.files
     if zp:
         feeds["za"], feeds["zb"] = z[case + "_za"], z[case + "_zb"]
-    out[case] = session(a.shape[0], a.shape[1], b.shape[1], zp).run(None, feeds)[0]
+    b_type = TensorProto.UINT8 if b.dtype == np.uint8 else TensorProto.INT8
+    out[case] = session(a.shape[0], a.shape[1], b.shape[1], zp, b_type).run(None, feeds)[0]
 np.savez(sys.argv[2], **out)
 """
 
@@ -507,6 +506,13 @@ def _ort_cases():
     a = rng.integers(0, 256, (6, 45)).astype(np.uint8)
     b = rng.integers(-128, 128, (45, 7)).astype(np.int8)
     cases["zp"] = (a, b, np.uint8(131), np.int8(-7))
+    # u8 x u8 (MLAS widens both to 16 bits and adds pairs exactly): no clamp
+    a = np.full((3, 40), 255, np.uint8)
+    a[1] = rng.integers(0, 256, 40)
+    b = np.full((40, 5), 255, np.uint8)
+    b[:, 1] = rng.integers(0, 256, 40)
+    cases["u8u8"] = (a, b)
+    cases["u8u8zp"] = (a, b, np.uint8(3), np.uint8(250))
     return cases
 
 
@@ -516,14 +522,10 @@ def test_u8s8_pairs_match_onnxruntime_on_emulated_avx2(tmp_path):
     CPU model (AVX2, no AVX-512, no VNNI), give exactly
     matmul(a, b, ("uint8", "int8"), acc=Accumulator(32, "wrap", 2, pair_bits=16)),
     zero points subtracted afterwards from row and column sums, including
-    where pairs clip."""
+    where pairs clip; uint8 x uint8 (the product of two activations) is exact."""
     need("onnxruntime", "pip install onnxruntime")
     need("onnx", "pip install onnx")
-    qemu = shutil.which("qemu-x86_64")
-    if qemu is None or platform.machine() != "x86_64" or sys.platform != "linux":
-        if STRICT and platform.machine() == "x86_64":
-            pytest.fail("qemu-x86_64 is missing (apt-get install -y qemu-user)")
-        pytest.skip("needs qemu-x86_64 on an x86_64 Linux host (apt-get install -y qemu-user)")
+    qemu = qemu_haswell()
     cases = _ort_cases()
     arrays = {}
     for name, case in cases.items():
@@ -541,7 +543,10 @@ def test_u8s8_pairs_match_onnxruntime_on_emulated_avx2(tmp_path):
     u8s8 = A(32, "wrap", 2, pair_bits=16)
     for name, case in cases.items():
         a, b = case[0], case[1]
-        model = fp.matmul(a, b, ("uint8", "int8"), acc=u8s8).astype(np.int64)
+        if b.dtype == np.uint8:          # no pairs clamp: the wrapped exact product
+            model = fp.matmul(a, b, "uint8", acc=A(32, "wrap")).astype(np.int64)
+        else:
+            model = fp.matmul(a, b, ("uint8", "int8"), acc=u8s8).astype(np.int64)
         if len(case) == 4:
             za, zb = int(case[2]), int(case[3])
             K = a.shape[1]

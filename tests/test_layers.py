@@ -420,3 +420,62 @@ def test_b200_profiles_refuse_inconsistent_block_scales():
         fp.QuantSpec("e4m3", "group", 32, scale_format="e8m0", scale_rule="magic")
     with pytest.raises(ValueError, match="per-group scales are computed per call"):
         dataclasses.replace(p, activations=dataclasses.replace(p.activations, static=True))
+
+
+def _ort_dynamic_quantize_ref(x):
+    """ONNX Runtime's DynamicQuantizeLinear, from its operator spec: uint8,
+    scale = (max(x, 0) - min(x, 0)) / 255, zero point = round(-min / scale),
+    codes = saturate(round(x / scale) + zero point), ties to even."""
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    s = np.float32((np.float32(hi) - np.float32(lo)) / np.float32(255))
+    zp = int(np.clip(np.rint(-np.float32(lo) / s), 0, 255))
+    return np.clip(np.rint(x / s) + zp, 0, 255).astype(np.int64), s, zp
+
+
+def test_u8s8_linear_against_a_vpmaddubsw_reference():
+    """Linear under x86-avx2-u8s8 against a slow reference written from the
+    instruction descriptions: uint8 x int8 products of k = 2p and 2p + 1 summed
+    and saturated to int16 (vpmaddubsw), pairs added in wrapping int32
+    (vpmaddwd with ones, vpaddd), then the zero-point terms of the row and
+    column sums off in int32, float32(acc) * float32(sx * sw) + bias."""
+    p = profiles.get("x86-avx2-u8s8")
+    rng = np.random.default_rng(86)
+    for m, k, n in ((3, 9, 5), (4, 32, 7)):
+        x = (rng.random((m, k)) * 6 - 1).astype(np.float32)       # zero point about 43
+        x[0, :4] = 5.0                                            # codes 255: pairs clamp
+        w = rng.standard_normal((k, n)).astype(np.float32)
+        w[:4, 0] = 2 * np.abs(w).max()                            # codes 127
+        b = rng.standard_normal(n).astype(np.float32)
+        xc, sx, zx = _ort_dynamic_quantize_ref(x)
+        sw = np.float32(np.abs(w).max() / np.float32(127))
+        wc = np.clip(np.rint(w / sw), -127, 127).astype(np.int64)
+        want = np.empty((m, n), np.float32)
+        clamped = 0
+        for i in range(m):
+            for j in range(n):
+                acc = 0
+                for q in range(0, k, 2):
+                    pair = sum(int(xc[i, t]) * int(wc[t, j]) for t in (q, q + 1) if t < k)
+                    clamped += not -32768 <= pair <= 32767
+                    acc = ref.wrap_int(acc + ref.saturate_int(pair, -32768, 32767), 32)
+                acc = ref.wrap_int(acc - zx * int(wc[:, j].sum()), 32)
+                want[i, j] = np.float32(acc) * np.float32(sx * sw) + b[j]
+        got = layers.Linear(p, w, b).run(x)
+        assert clamped > 0
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_u8s8_product_of_activations_runs_in_float32_or_exact():
+    """x86-avx2-u8s8 leaves a product of two activations in float32 (as
+    quantize_dynamic does); quantized anyway, uint8 x uint8 takes no pair clamp."""
+    rng = np.random.default_rng(3)
+    a = (rng.random((2, 5, 33)) * 4).astype(np.float32)
+    bm = (rng.random((2, 33, 6)) * 4).astype(np.float32)
+    p = profiles.get("x86-avx2-u8s8")
+    np.testing.assert_array_equal(layers.MatMul(p).run(a, bm), np.matmul(a, bm))
+    q = dataclasses.replace(p, activation_matmul="quantized")
+    plain = dataclasses.replace(q, accumulator=fp.Accumulator(32, "wrap"))
+    mm, mp = layers.MatMul(q), layers.MatMul(plain)
+    np.testing.assert_array_equal(mm.run(a, bm), mp.run(a, bm))
+    np.testing.assert_array_equal(mm.trace.accumulator, mp.trace.accumulator)
+    assert mm.trace.overflow_count == 0

@@ -110,3 +110,85 @@ def test_fp32_conv_against_onnxruntime():
                 [helper.make_tensor("w", TensorProto.FLOAT, list(w.shape), w.ravel().tolist()),
                  helper.make_tensor("b", TensorProto.FLOAT, [6], b.tolist())], {"x": x})
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# x86-avx2-u8s8 against ONNX Runtime's quantize_dynamic on an emulated AVX2 CPU
+
+_ORT_RUN = r"""
+import sys
+import numpy as np
+import onnxruntime as ort
+so = ort.SessionOptions()
+so.intra_op_num_threads = 1
+sess = ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
+feeds = np.load(sys.argv[2])
+out = {}
+for k in feeds.files:
+    h, s = sess.run(["h", "s"], {"x": feeds[k]})
+    out[k + "_h"], out[k + "_s"] = h, s
+np.savez(sys.argv[3], **out)
+"""
+
+
+@pytest.mark.slow
+def test_x86_avx2_u8s8_matches_quantize_dynamic_on_emulated_avx2(tmp_path):
+    """A fully connected layer and an attention-style product of two
+    activations, quantized by onnxruntime.quantization.quantize_dynamic and run
+    by ONNX Runtime on a Haswell CPU model (QEMU user mode: AVX2, no VNNI):
+    the fully connected output equals Linear under x86-avx2-u8s8 bit for bit,
+    clamped vpmaddubsw pairs included, through graph.run as well; the product
+    of two activations stays float32 (to float tolerance: BLAS sum orders)."""
+    import subprocess
+    import sys
+    from onnx import numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from extras import qemu_haswell
+    from fixedpoint import graph
+    qemu = qemu_haswell()
+    rng = np.random.default_rng(6004)
+    K, N = 96, 40
+    w = rng.standard_normal((K, N)).astype(np.float32)
+    w[:, :8] = np.abs(w[:, :8])          # columns of one sign, large first rows, and large
+    w[:16, :8] += 2.0                    # first inputs: pairs of large products clamp
+    b = rng.standard_normal(N).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["t"], name="fc"),
+             helper.make_node("Add", ["t", "b"], ["h"]),
+             helper.make_node("Transpose", ["h"], ["ht"], perm=[1, 0]),
+             helper.make_node("MatMul", ["h", "ht"], ["s"], name="att")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["M", K])],
+                          [helper.make_tensor_value_info("h", TensorProto.FLOAT, ["M", N]),
+                           helper.make_tensor_value_info("s", TensorProto.FLOAT, ["M", "M"])],
+                          [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "f.onnx")
+    quantize_dynamic(tmp_path / "f.onnx", tmp_path / "q.onnx", weight_type=QuantType.QInt8)
+    ops = [n.op_type for n in onnx.load(tmp_path / "q.onnx").graph.node]
+    assert "MatMulInteger" in ops and ops.count("MatMul") == 1, ops     # att stays float
+    feeds = {}
+    for i in range(24):
+        x = rng.standard_normal((7, K)) * rng.uniform(0.1, 10) + rng.uniform(-2, 2)
+        x = np.abs(x) if i % 3 == 0 else x
+        x[:, :16] = np.abs(x[:, :16]) * 2
+        feeds[f"c{i}"] = x.astype(np.float32)
+    np.savez(tmp_path / "x.npz", **feeds)
+    (tmp_path / "run.py").write_text(_ORT_RUN)
+    subprocess.run([qemu, "-cpu", "Haswell", sys.executable, str(tmp_path / "run.py"),
+                    str(tmp_path / "q.onnx"), str(tmp_path / "x.npz"), str(tmp_path / "out.npz")],
+                   check=True, capture_output=True, timeout=600)
+    got = np.load(tmp_path / "out.npz")
+    p = profiles.get("x86-avx2-u8s8")
+    fc = layers.Linear(p, w, b)
+    exact = layers.Linear(dataclasses.replace(p, accumulator=fp.Accumulator(32, "wrap")), w, b)
+    clamped = 0
+    for k, x in feeds.items():
+        h = fc.run(x)
+        np.testing.assert_array_equal(h.view(np.uint32), got[k + "_h"].view(np.uint32), err_msg=k)
+        clamped += fc.trace.overflow_count
+        # pairs summed exactly (a VNNI CPU) give other bits exactly where pairs clamp
+        hx = exact.run(x)
+        np.testing.assert_array_equal(hx != h, fc.trace.overflow > 0, err_msg=k)
+        outs, trace = graph.run(tmp_path / "f.onnx", {"x": x}, p)
+        np.testing.assert_array_equal(outs["h"].view(np.uint32), got[k + "_h"].view(np.uint32))
+        np.testing.assert_allclose(outs["s"], got[k + "_s"], rtol=1e-5, atol=1e-4)
+        assert trace.nodes["att"].layer.x is None           # not quantized
+    assert clamped >= 100, f"{clamped} outputs clamp a pair: the data hardly tests the AVX2 path"

@@ -25,7 +25,7 @@ def test_round_trip(name, suffix, tmp_path):
 def test_file_mirrors_the_dataclasses():
     d = profiles.get("edge-int4").to_dict()
     assert set(d) == {"name", "description", "weights", "activations", "accumulator", "output",
-                      "vector", "cost", "notes"}
+                      "vector", "activation_matmul", "cost", "notes"}
     assert d["weights"] == {"format": "int4", "granularity": "group", "group_size": 32,
                             "symmetric": True, "narrow_range": False, "calibration": "minmax",
                             "rounding": "nearest_even", "overflow": "saturate",
@@ -138,6 +138,13 @@ def test_inconsistent_profiles_are_refused():
         dataclasses.replace(profiles.get("edge-int4"), output=fp.OutputSpec("int8", "double"))
     with pytest.raises(ValueError, match="method: 'int8' output needs a requantization method"):
         fp.OutputSpec("int8")
+    u8 = profiles.get("x86-avx2-u8s8")
+    with pytest.raises(ValueError, match="accumulator.pair_bits: pairs of products"):
+        dataclasses.replace(u8, weights=fp.QuantSpec("int8", "group", 32))
+    with pytest.raises(ValueError, match="accumulator.pair_bits: pairs of products"):
+        dataclasses.replace(u8, accumulator=fp.Accumulator(32, "saturate", 2, pair_bits=16))
+    with pytest.raises(ValueError, match="activation_matmul: expected one of"):
+        dataclasses.replace(u8, activation_matmul="int8")
     with pytest.raises(ValueError, match="narrow_range: needs a signed format and symmetric"):
         fp.QuantSpec("int8", narrow_range=True, symmetric=False)
     with pytest.raises(ValueError, match="symmetric: uint8 is unsigned"):
