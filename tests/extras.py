@@ -36,3 +36,11 @@ def qemu_haswell() -> str:
             pytest.fail("qemu-x86_64 is missing (apt-get install -y qemu-user)")
         pytest.skip("needs qemu-x86_64 on an x86_64 Linux host (apt-get install -y qemu-user)")
     return qemu
+
+
+def skip_under_asan():
+    """Skip a memory measurement in the sanitizer run (.ci/sanitize preloads
+    ASan, whose shadow memory, quarantine and allocator limits change what
+    memory measures); the normal run has it."""
+    if "asan" in os.environ.get("LD_PRELOAD", ""):
+        pytest.skip("AddressSanitizer's shadow memory and quarantine change what memory measures")

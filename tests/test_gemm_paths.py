@@ -27,7 +27,7 @@ from fixedpoint import _reference as ref
 from fixedpoint.accumulate import PATH_ENV, gemm_path
 from fixedpoint.formats import as_format
 
-from extras import need, qemu_haswell
+from extras import need, qemu_haswell, skip_under_asan
 
 ALL_PATHS = ("vnni512", "vnni256", "avx2", "portable", "generic")
 PATHS = [p for p in ALL_PATHS if p == "generic" or _int.gemm_available(_int.GEMM_PATHS[p])]
@@ -399,6 +399,7 @@ def test_peak_memory(path):
     and an int64 copy of c) and a little slack.  Measured here: 8.0 MiB for
     every case of the SIMD and portable paths (4 MiB out + 2 + 2 MiB packed),
     16.0 MiB with counts."""
+    skip_under_asan()
     n = 1024
     # a fixed mmap threshold: every large block is fresh memory and is given back
     # when freed (no reuse of pages that an earlier allocation touched)
@@ -443,6 +444,7 @@ except MemoryError as e:
 def test_out_of_memory_is_a_memory_error(path):
     """A kernel that cannot allocate its packed operands or scratch rows raises
     MemoryError before any thread starts (nothing half-written is returned)."""
+    skip_under_asan()
     env = dict(os.environ, **{PATH_ENV: path})
     res = subprocess.run([sys.executable, "-c", _OOM_SCRIPT, path], env=env,
                          cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=120)

@@ -11,7 +11,7 @@ from fixedpoint import _reference as ref
 from fixedpoint import tensorcore
 from fixedpoint.formats import FloatFormat, as_format
 from conftest import load_cases
-from extras import need
+from extras import need, skip_under_asan
 
 ml_dtypes = need("ml_dtypes", 'pip install ml_dtypes')
 
@@ -620,14 +620,8 @@ print(json.dumps({"extra_mb": peak_mb() - base, "finite": bool(np.isfinite(out).
 """
 
 
-def _skip_under_asan():
-    import os
-    if "asan" in os.environ.get("LD_PRELOAD", ""):
-        pytest.skip("AddressSanitizer's shadow memory and quarantine change what memory measures")
-
-
 def test_peak_memory_is_output_plus_packed_operands():
-    _skip_under_asan()
+    skip_under_asan()
     import json
     import subprocess
     import sys
@@ -667,7 +661,7 @@ def test_out_of_memory_is_a_memory_error():
     """The SIMD kernels pack the operands before any thread starts: when that
     allocation fails the call raises MemoryError (the general kernel allocates
     nothing)."""
-    _skip_under_asan()
+    skip_under_asan()
     if not (_has_path("avx2") or _has_path("avx512")):
         pytest.skip("no SIMD kernel in this build: nothing is allocated")
     import subprocess
