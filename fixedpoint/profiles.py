@@ -817,6 +817,15 @@ _H100_COST = dict(mul_pj=0.2, add_pj=0.9, epilogue_pj=3.7, peak_ops_per_s=1979e1
                   memory_bandwidth_bytes_per_s=3.35e12)
 
 
+def _cpu_cost(epilogue_pj, epilogue, simd):
+    """The cost figures of a generic 2-core x86 CPU (an INT8 engine's host)."""
+    return CostModel(mul_pj=0.2, add_pj=0.1, epilogue_pj=epilogue_pj, peak_ops_per_s=1e12,
+                     memory_bandwidth_bytes_per_s=50e9,
+                     source=f"energy: {_HORO} (8-bit multiply 0.2, 32-bit add 0.1, {epilogue} "
+                            f"{epilogue_pj:g}); {_DRAM}; roofline: a generic 2-core {simd} CPU (1 TOPS "
+                            f"INT8, 50 GB/s; assumed, for comparison only)")
+
+
 def _int8_act(**kw):
     return QuantSpec("int8", **kw)
 
@@ -959,11 +968,7 @@ _BUILTIN = [
         activations=QuantSpec("int8", symmetric=False),
         accumulator=Accumulator(32, "wrap"),
         output=out,
-        cost=CostModel(mul_pj=0.2, add_pj=0.1, epilogue_pj=3.1, peak_ops_per_s=1e12,
-                       memory_bandwidth_bytes_per_s=50e9,
-                       source=f"energy: {_HORO} (8-bit multiply 0.2, 32-bit add 0.1, requantize 3.1); "
-                              f"{_DRAM}; roofline: a generic 2-core AVX-512 CPU (1 TOPS INT8, 50 GB/s; "
-                              f"assumed, for comparison only)"),
+        cost=_cpu_cost(3.1, "requantize", "AVX-512"),
         notes=Notes(
             public=(f"{src}; checked bit for bit against ai-edge-litert 2.3.0 on FULLY_CONNECTED, "
                     f"CONV_2D and DEPTHWISE_CONV_2D (tests/test_litert.py, tests/test_layers_litert.py)",
@@ -999,11 +1004,7 @@ _BUILTIN = [
         accumulator=Accumulator(32, "wrap", 2, pair_bits=16),
         output=OutputSpec("float32"),
         activation_matmul="float32",
-        cost=CostModel(mul_pj=0.2, add_pj=0.1, epilogue_pj=3.7, peak_ops_per_s=1e12,
-                       memory_bandwidth_bytes_per_s=50e9,
-                       source=f"energy: {_HORO} (8-bit multiply 0.2, 32-bit add 0.1, float32 rescale "
-                              f"3.7); {_DRAM}; roofline: a generic 2-core AVX2 CPU (1 TOPS INT8, "
-                              f"50 GB/s; assumed, for comparison only)"),
+        cost=_cpu_cost(3.7, "float32 rescale", "AVX2"),
         notes=Notes(
             public=("onnxruntime.quantization.quantize_dynamic: QInt8 weights, symmetric, per tensor "
                     "(per_channel=False, reduce_range=False); DynamicQuantizeLinear: uint8, scale = "
