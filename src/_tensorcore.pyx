@@ -65,6 +65,30 @@ cdef fp_tc_mat _mat(const uint8_t[:, :] x):
     return m
 
 
+cdef int _check_args(kmap, int64_t Kp, c0, float[:, ::1] out, int64_t M, int64_t N,
+                     const int64_t **pk, const float **pc) except -1:
+    """Check ``kmap`` (None or int64 (Kp,)), ``c0`` (None or float32 (M, N)) and
+    ``out`` (M, N); point ``pk`` and ``pc`` at their data (NULL when absent or
+    empty).  The caller's arrays keep the data alive for the call."""
+    cdef const int64_t[::1] km
+    cdef const float[:, ::1] cv
+    if kmap is not None:
+        km = kmap
+        if km.shape[0] != Kp:
+            raise ValueError("kmap: expected Kp entries")
+        if Kp > 0:
+            pk[0] = &km[0]
+    if c0 is not None:
+        cv = c0
+        if cv.shape[0] != M or cv.shape[1] != N:
+            raise ValueError("c0: expected shape (M, N)")
+        if M > 0 and N > 0:
+            pc[0] = &cv[0, 0]
+    if out.shape[0] != M or out.shape[1] != N:
+        raise ValueError("out: expected shape (M, N)")
+    return 0
+
+
 def matmul_generic(const uint8_t[:, :] a, const uint8_t[:, :] b, int64_t Kp, kmap, dict ta,
                    dict tb, c0, float[:, ::1] out, dict params, int nthreads):
     """The general model, element by element (any parameters).  ``kmap``: None
@@ -76,24 +100,9 @@ def matmul_generic(const uint8_t[:, :] a, const uint8_t[:, :] b, int64_t Kp, kma
     cdef int64_t M = a.shape[0], K = a.shape[1], N = b.shape[1]
     cdef fp_tc_mat A = _mat(a)
     cdef fp_tc_mat B = _mat(b)
-    cdef const int64_t[::1] km
     cdef const int64_t *pk = NULL
-    cdef const float[:, ::1] cv
     cdef const float *pc = NULL
-    if kmap is not None:
-        km = kmap
-        if km.shape[0] != Kp:
-            raise ValueError("kmap: expected Kp entries")
-        if Kp > 0:
-            pk = &km[0]
-    if c0 is not None:
-        cv = c0
-        if cv.shape[0] != M or cv.shape[1] != N:
-            raise ValueError("c0: expected shape (M, N)")
-        if M > 0 and N > 0:
-            pc = &cv[0, 0]
-    if out.shape[0] != M or out.shape[1] != N:
-        raise ValueError("out: expected shape (M, N)")
+    _check_args(kmap, Kp, c0, out, M, N, &pk, &pc)
     cdef int64_t ci, nspecial
     if M == 0 or N == 0:
         return 0
@@ -115,26 +124,11 @@ def matmul_fast(const uint8_t[:, :] a, const uint8_t[:, :] b, int64_t Kp, kmap, 
     cdef fp_tc_mat A = _mat(a)
     cdef fp_tc_mat B = _mat(b)
     cdef int ipath = PATHS[path]
-    cdef const int64_t[::1] km
     cdef const int64_t *pk = NULL
-    cdef const float[:, ::1] cv
     cdef const float *pc = NULL
     cdef int64_t nspecial = 0
     cdef int rc
-    if kmap is not None:
-        km = kmap
-        if km.shape[0] != Kp:
-            raise ValueError("kmap: expected Kp entries")
-        if Kp > 0:
-            pk = &km[0]
-    if c0 is not None:
-        cv = c0
-        if cv.shape[0] != M or cv.shape[1] != N:
-            raise ValueError("c0: expected shape (M, N)")
-        if M > 0 and N > 0:
-            pc = &cv[0, 0]
-    if out.shape[0] != M or out.shape[1] != N:
-        raise ValueError("out: expected shape (M, N)")
+    _check_args(kmap, Kp, c0, out, M, N, &pk, &pc)
     if M == 0 or N == 0:
         return 0
     with nogil:
