@@ -81,7 +81,8 @@ class LayerTrace:
         scaled, before the bias.
     overflow : ndarray of int64 or None
         Per output element, how many accumulator adds wrapped or clamped
-        (summed over groups).
+        (summed over groups); for an accumulator with ``pair_bits``, 1 where
+        the result differs from the exact sum (a clamped pair or a wrap).
     output_codes, output_scale, output_zero_point :
         INT8 outputs: the requantized codes and their quantization.
     clipped_inputs : int
