@@ -25,6 +25,8 @@ BUILTIN = list(profiles.BUILTIN_NAMES)
 QUANTIZED = [n for n in BUILTIN if not profiles.get(n).is_float]
 BLOCK_SCALED = [n for n in QUANTIZED if profiles.get(n).activations.block_scaled]
 SCALED = [n for n in QUANTIZED if n not in BLOCK_SCALED]       # one scale per tensor/channel/group
+STATIC = [n for n in SCALED if profiles.get(n).activations.static]
+DYNAMIC = [n for n in SCALED if not profiles.get(n).activations.static]   # scales from each call
 CWD = tempfile.gettempdir()
 
 
@@ -258,7 +260,7 @@ def _out_mask_by_hand(y, so, zo):
     return ~((real > 127.5) | (real < -128.5))
 
 
-@pytest.mark.parametrize("name", SCALED)
+@pytest.mark.parametrize("name", STATIC)
 def test_linear_gradients_are_the_ste_by_hand(name, rng):
     p = profiles.get(name)
     K, N, M = 32, 8, 6
@@ -290,6 +292,34 @@ def test_linear_gradients_are_the_ste_by_hand(name, rng):
     assert np.array_equal(xt.grad.numpy(), gx.astype(np.float32))
     assert np.array_equal(fc.weight.grad.numpy(), gw.astype(np.float32))
     assert np.array_equal(fc.bias.grad.numpy(), Gp.sum(axis=0).astype(np.float32))
+
+
+@pytest.mark.parametrize("name", DYNAMIC)
+def test_linear_gradients_with_per_call_scales_by_hand(name, rng):
+    """Activation scales from each call's range (x86-avx2-u8s8): nothing is
+    clipped, so the STE passes every input gradient.  x spans [-100, 155] / 16,
+    whose uint8 scale is 255/16 / 255 = 2^-4 with zero point 100: x is its own
+    quantized value and the arithmetic below is exact."""
+    p = profiles.get(name)
+    assert p.activations.granularity == "tensor" and not p.activations.symmetric
+    K, N, M = 32, 8, 6
+    W = _dyadic_weights(p, rng, K, N)
+    x = rng.integers(-100, 156, (M, K)).astype(np.float64)
+    x.flat[0], x.flat[1] = -100, 155
+    x /= 16
+    fc = fpt.Linear(K, N, profile=p)
+    _set(fc, W.T, np.zeros(N))
+    assert fc.static_input() is None
+    xt = torch.from_numpy(x.astype(np.float32)).requires_grad_()
+    y = fc(xt)
+    layer = layers.Linear(p, W.astype(np.float32), np.zeros(N, np.float32))
+    assert np.array_equal(_bits(y.detach().numpy()), _bits(layer.run(x.astype(np.float32))))
+    assert float(layer.trace.x_scale) == 2.0 ** -4 and layer.trace.clipped_inputs == 0
+    G = (rng.integers(-8, 9, (M, N)) / 8.0)
+    y.backward(torch.from_numpy(G.astype(np.float32)))
+    assert np.array_equal(xt.grad.numpy(), (G @ W.T).astype(np.float32))
+    assert np.array_equal(fc.weight.grad.numpy(), (x.T @ G).T.astype(np.float32))
+    assert np.array_equal(fc.bias.grad.numpy(), G.sum(axis=0).astype(np.float32))
 
 
 _E2M1_GRID = np.array([0, 0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 6])            # 2.5 and 5: ties
