@@ -3,7 +3,7 @@
 import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 
 from fp_quant cimport *
 
@@ -91,10 +91,51 @@ def requantize(const int32_t[::1] acc, int32_t[::1] out, int64_t C, const int32_
     if out.shape[0] != n or q.shape[0] != shift.shape[0] or q.shape[0] != real.shape[0] \
             or q.shape[0] not in (1, C) or q.shape[0] == 0:
         raise ValueError("requantize: inconsistent kernel arguments")
+    if percol and m != FP_RQ_FLOAT64:
+        _requantize_cols(acc, out, C, q, shift, real, zp, lo, hi, m, nthreads)
+        return
+    if m == FP_RQ_FLOAT and C >= 16:    # the per-column loop vectorizes; the general one does not
+        _requantize_cols(acc, out, C, np.full(C, q[0], np.int32), np.full(C, shift[0], np.int32),
+                         np.full(C, real[0]), zp, lo, hi, m, nthreads)
+        return
     with nogil:
         for c in prange(nchunks, num_threads=max(1, min(nthreads, nchunks)), schedule="dynamic"):
             fp_requantize(&acc[0], &out[0], c * CHUNK, chunk_len(c, n), C, &q[0], &shift[0],
                           &real[0], percol, zp, lo, hi, m)
+
+
+cdef _requantize_cols(const int32_t[::1] acc, int32_t[::1] out, int64_t C, const int32_t[::1] q,
+                      const int32_t[::1] shift, const double[::1] real, int64_t zp, int64_t lo,
+                      int64_t hi, int m, int nthreads):
+    """One multiplier per column: the columns' shifts, nudges and float32 scales
+    computed once here, then fp_requantize_cols (the same values as fp_requantize)."""
+    sh = np.asarray(shift, np.int64)
+    if m == FP_RQ_SINGLE:
+        right = 31 - sh
+        aux = np.int64(1) << (right - 1)
+    else:
+        right = np.maximum(-sh, 0)
+        aux = (np.int64(1) << right) - 1 if m == FP_RQ_DOUBLE else (np.int64(1) << right) >> 1
+    left = np.maximum(sh, 0).astype(np.uint64)
+    right = right.astype(np.uint64)
+    aux = aux.astype(np.int64)
+    realf = np.asarray(real, np.float64).astype(np.float32)
+    cdef const uint64_t[::1] vl = left
+    cdef const uint64_t[::1] vr = right
+    cdef const int64_t[::1] va = aux
+    cdef const float[::1] vf = realf
+    cdef fp_rq_cols p
+    p.left = &vl[0]
+    p.right = &vr[0]
+    p.aux = &va[0]
+    p.q = &q[0]
+    p.realf = &vf[0]
+    cdef int64_t n = acc.shape[0]
+    cdef int64_t nchunks = n_chunks(n)
+    cdef int64_t c
+    with nogil:
+        for c in prange(nchunks, num_threads=max(1, min(nthreads, nchunks)), schedule="dynamic"):
+            fp_requantize_cols(&acc[0], &out[0], c * CHUNK, chunk_len(c, n), C, &p, zp, lo, hi, m)
 
 
 def row_minmax(const float[:, ::1] x, int nthreads):

@@ -384,4 +384,107 @@ static void fp_requantize(const int32_t *acc, int32_t *out, int64_t start, int64
 }
 #undef FP_RQ_LOOP
 
+/* Per-column parameters, precomputed once per call so that the per-column
+ * loops below are plain 64-bit lane arithmetic that the compiler vectorizes
+ * (the general loop above recomputes shifts and masks per element; variable
+ * shifts need counts as wide as the values they shift):
+ *   DOUBLE: left = max(shift, 0), right = max(-shift, 0), aux = 2^right - 1;
+ *   RUY:    left, right as DOUBLE, aux = 2^right / 2 (0 when right = 0);
+ *   SINGLE: right = 31 - shift, aux = 2^(right - 1);
+ *   FLOAT:  realf = (float)real. */
+typedef struct {
+    const uint64_t *left;
+    const uint64_t *right;
+    const int64_t *aux;
+    const int32_t *q;
+    const float *realf;
+} fp_rq_cols;
+
+/* v modulo 2^32 as a signed value, in 64-bit lanes (as fp_wrap32). */
+static inline int64_t fp_wrap32_64(uint64_t v) {
+    const uint64_t u = v & 0xFFFFFFFFu;
+    return (int64_t)u - (int64_t)((u >> 31) << 32);
+}
+
+/* The same values as fp_requant_out for one column, each step as there:
+ * x << left in int32 (wraps), SRDHM (q >= 0 is never INT32_MIN, so it never
+ * saturates), then the method's right shift; the zero point added in int32
+ * (wraps) and the clamp. */
+static inline int32_t fp_rq_col_int(int32_t x, uint64_t left, int32_t q, uint64_t right,
+                                    int64_t aux, int ruy, int64_t zp, int64_t lo, int64_t hi) {
+    const int64_t xs = fp_wrap32_64((uint64_t)(int64_t)x << left);
+    const int64_t ab = xs * (int64_t)q;                              /* |ab| <= 2^62 */
+    const int64_t neg = -(int64_t)(ab < 0);                          /* all ones when ab < 0 */
+    const int64_t t = ab + ((int64_t)1 << 30) + (neg & (1 - ((int64_t)1 << 31)));
+    const int64_t tt = t + ((-(int64_t)(t < 0)) & (((int64_t)1 << 31) - 1));
+    const int64_t mt = -(int64_t)(tt < 0);
+    const int64_t v = mt ^ (int64_t)((uint64_t)(mt ^ tt) >> 31);     /* truncating t / 2^31 */
+    int64_t r;
+    if (ruy) {                                                       /* ties toward +inf */
+        const int64_t y = v + aux;
+        const int64_t my = -(int64_t)(y < 0);
+        r = my ^ (int64_t)((uint64_t)(my ^ y) >> right);
+    } else {                                                         /* ties away from zero */
+        const int64_t mv = -(int64_t)(v < 0);
+        const int64_t rem = (int64_t)((uint64_t)v & (uint64_t)aux);
+        const int64_t thr = (aux >> 1) - mv;
+        r = (mv ^ (int64_t)((uint64_t)(mv ^ v) >> right)) + (int64_t)(rem > thr);
+    }
+    const int64_t w = fp_wrap32_64((uint64_t)(r + zp));
+    return (int32_t)(w < lo ? lo : (w > hi ? hi : w));
+}
+
+static inline int32_t fp_rq_col_single(int32_t x, int32_t q, uint64_t right, int64_t nudge,
+                                       int64_t zp, int64_t lo, int64_t hi) {
+    const int64_t y = (int64_t)x * (int64_t)q + nudge;              /* |y| < 2^62 + 2^61 */
+    const int64_t my = -(int64_t)(y < 0);
+    const int64_t v = fp_wrap32_64((uint64_t)(my ^ (int64_t)((uint64_t)(my ^ y) >> right)));
+    const int64_t w = fp_wrap32_64((uint64_t)(v + zp));
+    return (int32_t)(w < lo ? lo : (w > hi ? hi : w));
+}
+
+static inline int32_t fp_rq_col_float(int32_t x, float real, int64_t zp, int64_t lo, int64_t hi) {
+    double y = (double)rintf((float)x * real);                       /* as fp_requant_out */
+    const double l = (double)(lo - zp), h = (double)(hi - zp);
+    y = y < l ? l : (y > h ? h : y);
+    return (int32_t)y + (int32_t)zp;  /* y integral in [lo - zp, hi - zp]: inside int32 (16-bit
+                                         formats, or the int32 range with zp = 0) */
+}
+
+#define FP_RQ_COLS(EXPR)                                                                   \
+    {                                                                                      \
+        int64_t i = start, end = start + n, c = start % C;                                 \
+        while (i < end) {                                                                  \
+            const int64_t len = C - c < end - i ? C - c : end - i;                         \
+            const int32_t *a = acc + i;                                                    \
+            int32_t *o = out + i;                                                          \
+            for (int64_t j = 0; j < len; j++) {                                            \
+                const int64_t k = c + j;                                                   \
+                o[j] = (EXPR);                                                             \
+            }                                                                              \
+            i += len;                                                                      \
+            c = 0;                                                                         \
+        }                                                                                  \
+    }
+
+/* fp_requantize with one (q, shift, real) per column, for the methods whose
+ * per-column parameters fp_rq_cols holds (not FP_RQ_FLOAT64). */
+FP_CLONES
+static void fp_requantize_cols(const int32_t *acc, int32_t *out, int64_t start, int64_t n,
+                               int64_t C, const fp_rq_cols *p, int64_t zp, int64_t lo, int64_t hi,
+                               int method) {
+    const uint64_t *L = p->left;
+    const uint64_t *R = p->right;
+    const int64_t *U = p->aux;
+    const int32_t *Q = p->q;
+    const float *F = p->realf;
+    switch (method) {
+    case FP_RQ_SINGLE: FP_RQ_COLS(fp_rq_col_single(a[j], Q[k], R[k], U[k], zp, lo, hi)) break;
+    case FP_RQ_RUY: FP_RQ_COLS(fp_rq_col_int(a[j], L[k], Q[k], R[k], U[k], 1, zp, lo, hi)) break;
+    case FP_RQ_FLOAT: FP_RQ_COLS(fp_rq_col_float(a[j], F[k], zp, lo, hi)) break;
+    default: FP_RQ_COLS(fp_rq_col_int(a[j], L[k], Q[k], R[k], U[k], 0, zp, lo, hi)) break;
+    }
+}
+#undef FP_RQ_COLS
+
 #endif

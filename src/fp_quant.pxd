@@ -1,5 +1,5 @@
 # Declarations of the quantization kernels (src/fp_quant.h).
-from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 
 cdef extern from "fp_quant.h" nogil:
     enum:
@@ -19,4 +19,12 @@ cdef extern from "fp_quant.h" nogil:
     void fp_requantize(const int32_t *acc, int32_t *out, int64_t start, int64_t n, int64_t C,
                        const int32_t *q, const int32_t *shift, const double *real, int percol,
                        int64_t zp, int64_t lo, int64_t hi, int method)
+    ctypedef struct fp_rq_cols:
+        const uint64_t *left
+        const uint64_t *right
+        const int64_t *aux
+        const int32_t *q
+        const float *realf
+    void fp_requantize_cols(const int32_t *acc, int32_t *out, int64_t start, int64_t n, int64_t C,
+                            const fp_rq_cols *p, int64_t zp, int64_t lo, int64_t hi, int method)
     int64_t fp_srdhm(int32_t a, int32_t b)

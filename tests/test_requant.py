@@ -384,3 +384,26 @@ def test_quantize_multiplier_arrays_match_the_transcription(rng):
         assert (int(mm), int(ss)) == fp.quantize_multiplier(float(r))
     with pytest.raises(ValueError, match="real"):
         fp.quantize_multiplier(np.array([0.5, -1.0]))
+
+
+@pytest.mark.parametrize("method", ["double", "single", "ruy", "float"])
+@pytest.mark.parametrize("out_fmt, zp", [("int8", -7), ("int16", 5), ("int16", 0)])
+def test_per_column_kernel_equals_the_per_tensor_one(method, out_fmt, zp, rng):
+    """One multiplier per column runs its own loop (per-column shifts and
+    nudges precomputed): every shift, the multipliers' corners and the
+    accumulators' corners, each column equal to the per-tensor kernel on that
+    column alone (which the transcription tests above check)."""
+    accs = np.concatenate([_edge_accs(), rng.integers(ref.INT32_MIN, ref.INT32_MAX, 60, endpoint=True)])
+    if method == "float":
+        cols = [(r, 0) for r in list(10.0 ** rng.uniform(-9, np.log10(4), 40)) + [0.0, 0.5, 1.0, 2.0, 4.0]]
+    else:
+        mults = [0, 1, 2**30, 2**31 - 1, ref.INT32_MAX // 3, int(rng.integers(2**30, 2**31))]
+        cols = list(itertools.product(mults, range(-31, 31)))
+    m = np.array([c[0] for c in cols])
+    s = np.array([c[1] for c in cols], np.int64)
+    acc = np.repeat(accs[:, None], len(cols), axis=1)
+    acc = np.ascontiguousarray(acc.reshape(-1, len(cols)))
+    got = fp.requantize(acc, m, s, zero_point=zp, out_fmt=out_fmt, method=method, num_threads=2)
+    for j, (mj, sj) in enumerate(cols):
+        want = fp.requantize(acc[:, j], mj, sj, zero_point=zp, out_fmt=out_fmt, method=method)
+        np.testing.assert_array_equal(got[:, j], want, err_msg=f"m={mj} s={sj}")
