@@ -525,6 +525,94 @@ FP_TARGET_AVX512 static void fp_tc_tile_avx512(const float *av, const int8_t *ea
 }
 #endif
 
+#if FP_HAVE_AVX2_KERNELS
+/* Packing of the fast path, one row of A or one k-row of a B panel at a
+ * time.  Positions without a code (K padding, rows past M, columns past N,
+ * kmap's -1) hold value 0, exponent -128, no lowest bit.  The direct case
+ * (no kmap, k < K) has its own loop without per-element tests, which the
+ * compiler vectorises; it stores the same bytes as the general loop. */
+FP_CLONES static int64_t fp_tc_pack_a_row(const uint8_t *row, int64_t cs, int in_row,
+                                         const int64_t *kmap, int64_t K, int64_t Kp,
+                                         const fp_tc_table *ta, int wide, int64_t dstep,
+                                         float *restrict ap, int8_t *restrict eap,
+                                         int8_t *restrict lap, uint8_t *restrict asp) {
+    int64_t special = 0;
+    int64_t k0 = 0;
+    if (in_row && !kmap) {                               /* the direct positions */
+        for (int64_t k = 0; k < K; k++) {
+            const uint8_t code = row[k * cs];
+            const int64_t d = k * dstep;
+            ap[d] = ta->val[code];
+            eap[d] = ta->e8[code];
+            if (wide) {
+                lap[d] = ta->l8[code];
+                asp[d] = (uint8_t)(ta->neg[code] * FP_TC_NC);
+            }
+            special += ta->special[code];
+        }
+        k0 = K;
+    }
+    for (int64_t k = k0; k < Kp; k++) {
+        const int64_t s = in_row ? fp_tc_src(kmap, k, K) : -1;
+        const int in = s >= 0;
+        const uint8_t code = in ? row[s * cs] : 0;
+        const int64_t d = k * dstep;
+        ap[d] = in ? ta->val[code] : 0.0f;
+        eap[d] = in ? ta->e8[code] : (int8_t)FP_TC_ZEXP8;
+        if (wide) {
+            lap[d] = in ? ta->l8[code] : (int8_t)FP_TC_NOLSB;
+            asp[d] = (uint8_t)(in * ta->neg[code] * FP_TC_NC);
+        }
+        special += in ? ta->special[code] : 0;
+    }
+    return special;
+}
+
+/* One panel of B: columns j0 .. j0 + nl (nl <= FP_TC_NC; the other lanes pad)
+ * for every position k < Kp, k-row d = k * FP_TC_NC of the panel's arrays.
+ * The tables are copied to the stack first: the build does not assume strict
+ * aliasing, and the int8 stores could otherwise alias them. */
+FP_CLONES static int64_t fp_tc_pack_b_panel(fp_tc_mat B, int64_t j0, int64_t nl,
+                                           const int64_t *kmap, int64_t K, int64_t Kp,
+                                           const fp_tc_table *tb, int wide,
+                                           float *restrict bv, int8_t *restrict eb,
+                                           int8_t *restrict lb) {
+    float val[256];
+    int8_t e8[256], lneg[256], lpos[256];
+    uint8_t sp[256];
+    memcpy(val, tb->val, sizeof val);
+    memcpy(e8, tb->e8, sizeof e8);
+    memcpy(lneg, tb->l8neg, sizeof lneg);
+    memcpy(lpos, tb->l8pos, sizeof lpos);
+    memcpy(sp, tb->special, sizeof sp);
+    int64_t special = 0;
+    for (int64_t k = 0; k < Kp; k++) {
+        const int64_t s = fp_tc_src(kmap, k, K);
+        const int64_t n = s >= 0 ? nl : 0;       /* lanes holding codes; the rest pads */
+        const uint8_t *src = B.p + (s >= 0 ? s : 0) * B.rs + j0 * B.cs;
+        float *brow = bv + k * FP_TC_NC;
+        int8_t *erow = eb + k * FP_TC_NC;
+        int8_t *lrow = wide ? lb + 2 * k * FP_TC_NC : NULL;
+        for (int64_t l = 0; l < n; l++) {
+            const uint8_t code = src[l * B.cs];
+            brow[l] = val[code];
+            erow[l] = e8[code];
+            if (wide) {
+                lrow[l] = lneg[code];                 /* read by a >= 0 */
+                lrow[FP_TC_NC + l] = lpos[code];      /* read by a < 0 */
+            }
+            special += sp[code];
+        }
+        for (int64_t l = n; l < FP_TC_NC; l++) {
+            brow[l] = 0.0f;
+            erow[l] = (int8_t)FP_TC_ZEXP8;
+            if (wide) lrow[l] = lrow[FP_TC_NC + l] = (int8_t)FP_TC_NOLSB;
+        }
+    }
+    return special;
+}
+#endif
+
 /* Fast path driver, straight from the codes.  A: M x K, B: K x N (strided);
  * K is zero-padded (or reordered by kmap) to Kp.  c0: initial float32
  * accumulator (M x N, row-major) or NULL.  *nspecial receives the number of
@@ -569,45 +657,15 @@ static int fp_tc_fast(fp_tc_mat A, fp_tc_mat B, int64_t M, int64_t K, int64_t Kp
             const int64_t dstep = wide ? FP_TC_MR : 1;
             const int64_t d0 = wide ? (i / FP_TC_MR) * Kp * FP_TC_MR + i % FP_TC_MR : i * Kp;
             const uint8_t *row = A.p + (i < M ? i : 0) * A.rs;
-            for (int64_t k = 0; k < Kp; k++) {
-                const int64_t s = i < M ? fp_tc_src(kmap, k, K) : -1;
-                const int in = s >= 0;
-                const uint8_t code = in ? row[s * A.cs] : 0;
-                const int64_t d = d0 + k * dstep;
-                ap[d] = in ? ta->val[code] : 0.0f;
-                eap[d] = in ? ta->e8[code] : (int8_t)FP_TC_ZEXP8;
-                if (wide) {
-                    lap[d] = in ? ta->l8[code] : (int8_t)FP_TC_NOLSB;
-                    asp[d] = (uint8_t)(in * ta->neg[code] * FP_TC_NC);
-                }
-                special += in ? ta->special[code] : 0;
-            }
+            special += fp_tc_pack_a_row(row, A.cs, i < M, kmap, K, Kp, ta, wide, dstep, ap + d0,
+                                        eap + d0, wide ? lap + d0 : NULL, wide ? asp + d0 : NULL);
         }
 #pragma omp for schedule(static) reduction(+ : special)
         for (int64_t q = 0; q < npan; q++) {
             const int64_t nl = N - q * FP_TC_NC < FP_TC_NC ? N - q * FP_TC_NC : FP_TC_NC;
-            for (int64_t k = 0; k < Kp; k++) {
-                const int64_t s = fp_tc_src(kmap, k, K);
-                const int64_t d = (q * Kp + k) * FP_TC_NC;
-                const int64_t n = s >= 0 ? nl : 0;       /* lanes holding codes; the rest pads */
-                const uint8_t *src = B.p + (s >= 0 ? s : 0) * B.rs + q * FP_TC_NC * B.cs;
-                int8_t *lrow = wide ? lbp + 2 * d : NULL;
-                for (int64_t l = 0; l < n; l++) {
-                    const uint8_t code = src[l * B.cs];
-                    bvp[d + l] = tb->val[code];
-                    ebp[d + l] = tb->e8[code];
-                    if (wide) {
-                        lrow[l] = tb->l8neg[code];                 /* read by a >= 0 */
-                        lrow[FP_TC_NC + l] = tb->l8pos[code];      /* read by a < 0 */
-                    }
-                    special += tb->special[code];
-                }
-                for (int64_t l = n; l < FP_TC_NC; l++) {
-                    bvp[d + l] = 0.0f;
-                    ebp[d + l] = (int8_t)FP_TC_ZEXP8;
-                    if (wide) lrow[l] = lrow[FP_TC_NC + l] = (int8_t)FP_TC_NOLSB;
-                }
-            }
+            const int64_t d = q * Kp * FP_TC_NC;
+            special += fp_tc_pack_b_panel(B, q * FP_TC_NC, nl, kmap, K, Kp, tb, wide, bvp + d,
+                                          ebp + d, wide ? lbp + 2 * d : NULL);
         }
         /* tiles in blocks of FP_TC_MB row panels: a block of A (FP_TC_MB * FP_TC_MR
          * rows) stays in cache while the column panels of B pass */
