@@ -1018,9 +1018,9 @@ _BUILTIN = [
                     "quantize_dynamic quantizes MatMul nodes with a constant weight; a MatMul of two "
                     "activations (attention) stays float32"),
             assumptions=("bias added in float32 after the rescale (ONNX Runtime's Add after the "
-                         "quantized MatMul)", "on a CPU with AVX-VNNI or AVX512-VNNI MLAS uses "
-                         "vpdpbusd, which does not saturate: there the h100-int8-style exact sum "
-                         "applies, not this profile"))),
+                         "quantized MatMul)", "a CPU without VNNI: with AVX-VNNI or AVX512-VNNI MLAS "
+                         "uses vpdpbusd, which does not saturate (the same profile with "
+                         "accumulator = Accumulator(32, 'wrap'))"))),
     *[AcceleratorProfile(
         name=name, description=desc, weights=spec, activations=dataclasses.replace(spec, static=static,
                                                                                    granularity=agran),
