@@ -247,3 +247,17 @@ def positive_scales(s, name: str, length: int) -> np.ndarray:
         bad = arr[~(np.isfinite(arr) & (arr > 0))].ravel()[0]
         raise ValueError(f"{name}: scales must be finite and positive, got {bad}")
     return arr
+
+
+def parse_toml(text: str, source: str) -> dict:
+    """TOML text as a dict; malformed text is a ValueError naming ``source``
+    (tomllib, or tomli on Python 3.10)."""
+    import sys
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{source}: not valid TOML: {e}") from None

@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import typing
 import warnings
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._checks import parse_toml
 from .accumulate import Accumulator
 from .blockscaled import MX_ELEMENTS, NVFP4_ARITHMETIC, SCALE_RULES, BlockScaledMMA
 from .calibrate import CALIBRATION
@@ -1122,14 +1122,7 @@ def register(profile: AcceleratorProfile, *, replace: bool = False) -> Accelerat
 def loads(text: str, fmt: str = "toml", source: str = "profile") -> AcceleratorProfile:
     """Parse a profile from TOML or JSON text."""
     if fmt == "toml":
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover - Python 3.10
-            import tomli as tomllib
-        try:
-            d = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"{source}: not valid TOML: {e}") from None
+        d = parse_toml(text, source)
     elif fmt == "json":
         try:
             d = json.loads(text)

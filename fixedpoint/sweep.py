@@ -73,6 +73,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._checks import parse_toml
 from .accumulate import Accumulator
 from .profiles import BUILTIN_NAMES, AcceleratorProfile, CostModel, Notes, OutputSpec, QuantSpec, get
 from .scaleout import DASK_HINT, connect, one_thread, running_tasks
@@ -226,15 +227,7 @@ def _first_field(top):
 
 def load_config_text(text: str, *, source: str = "config", base: Path | None = None) -> SweepConfig:
     """Parse a sweep from TOML text (``base``: where relative paths start)."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    try:
-        d = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{source}: not valid TOML: {e}") from None
-    return _config_from_dict(d, source, base or Path.cwd())
+    return _config_from_dict(parse_toml(text, source), source, base or Path.cwd())
 
 
 def load_config(path) -> SweepConfig:
