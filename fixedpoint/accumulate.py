@@ -41,7 +41,7 @@ from . import _int
 from . import dask_arrays
 from ._checks import (as_format_array, as_integer_array, check_choice, check_int_range,
                       check_positive_int, matmul_operands, resolve_threads)
-from .formats import as_format
+from .formats import int_format_pair
 from .intops import OVERFLOW_MODES
 
 __all__ = ["Accumulator", "matmul", "dot", "gemm_path"]
@@ -175,16 +175,6 @@ def gemm_path() -> str:
     if name in _int.GEMM_PATHS and not _int.gemm_available(_int.GEMM_PATHS[name]):
         raise ValueError(f"{PATH_ENV}: the {name!r} path is not available on this build or CPU")
     return name
-
-
-def _operand_formats(fmt):
-    if isinstance(fmt, (tuple, list)):
-        if len(fmt) != 2:
-            raise ValueError(f"fmt: expected one format or a pair (fmt_a, fmt_b), got "
-                             f"{len(fmt)} formats")
-        return as_format(fmt[0], "fmt", "int"), as_format(fmt[1], "fmt", "int")
-    f = as_format(fmt, "fmt", "int")
-    return f, f
 
 
 def _maxabs(f) -> int:
@@ -322,7 +312,7 @@ def matmul(a, b, fmt, *, acc=None, c=None, return_overflow=False, num_threads=No
     if dask_arrays.is_dask(a, b, c):
         return dask_arrays.matmul(matmul, a, b, fmt, acc=acc, c=c, return_overflow=return_overflow,
                                   num_threads=num_threads)
-    fa, fb = _operand_formats(fmt)
+    fa, fb = int_format_pair(fmt, "(fmt_a, fmt_b)")
     if acc is None:
         acc = Accumulator()
     if not isinstance(acc, Accumulator):

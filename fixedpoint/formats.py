@@ -338,3 +338,14 @@ def as_format(fmt, argname: str = "fmt", kind: str | None = None):
         raise ValueError(f"{argname}: expected a float format (e.g. 'e4m3'), got the integer "
                          f"format {fmt.name}")
     return fmt
+
+
+def int_format_pair(fmt, pair: str = "(fmt_a, fmt_b)"):
+    """One integer format for both operands, or a pair of them: ``(fa, fb)``.
+    ``pair`` names the two in the error for a sequence of the wrong length."""
+    if isinstance(fmt, (tuple, list)):
+        if len(fmt) != 2:
+            raise ValueError(f"fmt: expected one format or a pair {pair}, got {len(fmt)} formats")
+        return as_format(fmt[0], "fmt", "int"), as_format(fmt[1], "fmt", "int")
+    f = as_format(fmt, "fmt", "int")
+    return f, f

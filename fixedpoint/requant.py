@@ -37,7 +37,7 @@ from . import _quant
 from . import dask_arrays
 from ._checks import as_integer_array, check_choice, check_int_range, resolve_threads
 from .accumulate import Accumulator, matmul
-from .formats import IntFormat, as_format
+from .formats import IntFormat, as_format, int_format_pair
 
 __all__ = ["quantize_multiplier", "requantize", "qlinear", "REQUANT_METHODS"]
 
@@ -227,16 +227,6 @@ def _signed_format_for(lo: int, hi: int) -> IntFormat:
     return as_format(f"int{bits}", "fmt", "int")
 
 
-def _operand_formats(fmt):
-    if isinstance(fmt, (tuple, list)):
-        if len(fmt) != 2:
-            raise ValueError(f"fmt: expected one format or a pair (x_fmt, w_fmt), got {len(fmt)} "
-                             f"formats")
-        return as_format(fmt[0], "fmt", "int"), as_format(fmt[1], "fmt", "int")
-    f = as_format(fmt, "fmt", "int")
-    return f, f
-
-
 def _fold_zero_points(X, W, xz, wz, b, fx, fw, raw_fmt, acc):
     """The register's initial value that lets the raw codes stand for ``x - xz``
     and ``w - wz``, or None where that could change the bits.
@@ -306,7 +296,7 @@ def qlinear(x_q, w_q, fmt, *, bias_q=None, x_zero_point=0, w_zero_point=0, multi
     >>> fp.qlinear(x, w, "int8", bias_q=[5], multiplier=1 << 30, out_fmt="int8").tolist()
     [[33]]
     """
-    fx, fw = _operand_formats(fmt)
+    fx, fw = int_format_pair(fmt, "(x_fmt, w_fmt)")
     if acc is None:
         acc = Accumulator(32, "saturate")
     elif not isinstance(acc, Accumulator):

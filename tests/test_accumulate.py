@@ -246,3 +246,13 @@ def test_hopper_int_mm_clamps_every_16_products(data_dir):
     for case in load_cases(np.load(data_dir / "int_mm_order.npz")):
         x, y = _order_case(case)
         assert fp.dot(x, y, "int8", acc=fp.Accumulator(32, "saturate", 16)) == case["got"]
+
+
+def test_format_pairs_of_the_wrong_length_are_refused():
+    a = np.zeros((2, 3), np.int8)
+    b = np.zeros((3, 2), np.int8)
+    with pytest.raises(ValueError, match=r"fmt: expected one format or a pair \(fmt_a, fmt_b\), got 3"):
+        fp.matmul(a, b, ("int8", "int8", "int8"))
+    with pytest.raises(ValueError, match=r"fmt: expected one format or a pair \(x_fmt, w_fmt\), got 1"):
+        fp.qlinear(a, b, ("int8",), multiplier=1 << 30, out_fmt="int8")
+    assert fp.matmul(a, b, ("int8", "int4")).shape == (2, 2)
