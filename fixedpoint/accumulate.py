@@ -187,7 +187,8 @@ def _fits_int16(f) -> bool:
 
 def _matmul_2d(a, b, c0, fa, fb, acc, want_counts, nthreads, path):
     """One M x K @ K x N product; a, b C-contiguous in their formats' storage
-    dtypes, c0 None or M x N int64.  Returns (out of acc.dtype, int64 counts)."""
+    dtypes, c0 None, M x N or 1 x N (the same row for every row) integers.
+    Returns (out of acc.dtype, int64 counts)."""
     M, K = a.shape
     N = b.shape[1]
     maxprod = _maxabs(fa) * _maxabs(fb)
@@ -250,7 +251,7 @@ def _generic(a, b, c0, acc, want_counts, nthreads):
     M, N = a.shape[0], b.shape[1]
     out = np.empty((M, N), dtype=acc.dtype)
     counts = np.empty((M, N), dtype=np.int64) if want_counts else None
-    c64 = None if c0 is None else np.ascontiguousarray(c0, dtype=np.int64)
+    c64 = None if c0 is None else np.ascontiguousarray(np.broadcast_to(c0, (M, N)), dtype=np.int64)
     pairs = acc.pair_bits is not None
     _int.matmul_generic(np.ascontiguousarray(a, dtype=np.int32),
                         np.ascontiguousarray(b, dtype=np.int32), c64, out, counts,
@@ -335,6 +336,8 @@ def matmul(a, b, fmt, *, acc=None, c=None, return_overflow=False, num_threads=No
             raise ValueError(f"c: shape {C.shape} does not broadcast to the output shape "
                              f"{full_shape}") from None
     if not batch:      # the common 2-D case: no copy into a batch array
+        if C is not None and not any(C.strides[:-1]):
+            C = C[:1]      # one row for every row (a bias): passed as that row
         out, counts = _matmul_2d(np.ascontiguousarray(A), np.ascontiguousarray(B), C, fa, fb,
                                  acc, return_overflow, nthreads, path)
     else:

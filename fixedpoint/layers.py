@@ -268,11 +268,13 @@ def _quantize_act(spec, X: np.ndarray, static, rows_axis: int | None):
     return q.codes, q.scale, q.zero_point, q
 
 
-def _count_clipped(X, scale, zp, f) -> int:
-    """Inputs beyond the representable range at the scale used."""
+def _count_clipped(X, scale, zp, f, extremes=None) -> int:
+    """Inputs beyond the representable range at the scale used (``extremes``:
+    X's (min, max) when the caller has them)."""
     if X.size and np.size(scale) == 1 and np.size(zp) == 1:
         # x / s + z is monotonic in x (s > 0): nothing clips when the extremes do not
-        ext = np.array([X.min(), X.max()], X.dtype if X.dtype in (np.float32, np.float64) else np.float32)
+        ext = np.array(extremes if extremes is not None else [X.min(), X.max()],
+                       X.dtype if X.dtype in (np.float32, np.float64) else np.float32)
         if np.all(np.isfinite(ext)) and _count_clipped_all(ext, scale, zp, f) == 0:
             return 0
     return _count_clipped_all(X, scale, zp, f)
@@ -648,15 +650,18 @@ class _Layer:
         return round_to_float_type(y, o.type, o.overflow)
 
 
-def _as_float_array(x, name):
+def _as_float_array(x, name, copy=True, extremes=False):
+    """``x`` as float32 (a copy unless ``copy=False`` allows the caller's own
+    float32 array), checked finite; with ``extremes``, ``(arr, min, max)``."""
     arr = np.asarray(x)
     if arr.dtype.kind != "f" and not (getattr(arr.dtype.type, "__module__", "") or "").startswith("ml_dtypes"):
         raise TypeError(f"{name}: expected floats, got an array of dtype {arr.dtype}")
-    arr = arr.astype(np.float32)
-    if not np.all(np.isfinite(arr)):
+    arr = arr.astype(np.float32, copy=copy)
+    lo, hi = (arr.min(), arr.max()) if arr.size else (np.float32(0), np.float32(0))
+    if not (np.isfinite(lo) and np.isfinite(hi)):       # a NaN or an infinity reaches the extremes
         bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
         raise ValueError(f"{name}: non-finite value {arr[bad]} at index {bad}")
-    return arr
+    return (arr, float(lo), float(hi)) if extremes else arr
 
 
 def _as_bias(bias, n, name):
@@ -747,11 +752,12 @@ class Linear(_Layer):
         X = self._input(x)
         self._observe([X], self.reference(X))
 
-    def _input(self, x):
-        X = _as_float_array(x, "x")
+    def _input(self, x, extremes=False):
+        r = _as_float_array(x, "x", copy=False, extremes=extremes)
+        X = r[0] if extremes else r
         if X.ndim < 1 or X.shape[-1] != self.K:
             raise ValueError(f"x: expected shape (..., {self.K}), got {X.shape}")
-        return X
+        return r
 
     def _weights_for(self, sx):
         """The weights, with a channel's scale raised where its bias would not fit
@@ -783,29 +789,30 @@ class Linear(_Layer):
 
     def run(self, x) -> np.ndarray:
         """``x @ w + bias`` as the target computes it: float32, shape (..., N)."""
-        X = self._input(x)
+        X, lo, hi = self._input(x, extremes=True)
         lead = X.shape[:-1]
-        return self._run2d(X.reshape(-1, self.K)).reshape(lead + (self.N,))
+        return self._run2d(X.reshape(-1, self.K), (lo, hi)).reshape(lead + (self.N,))
 
-    def _run2d(self, X):
+    def _run2d(self, X, ext):
         p = self.profile
         dims = (1, X.shape[0], self.K, self.N)
+        absmax = max(-ext[0], ext[1])
         if p.is_float:
-            self.trace = LayerTrace(self.name, self.op, x_absmax=_absmax(X), dims=dims)
+            self.trace = LayerTrace(self.name, self.op, x_absmax=absmax, dims=dims)
             return self._finish(self.reference(X))
         a = p.activations
         if a.block_scaled:
             y, acc, xq, wq = _block_product(p, X, None, self.wq, self.bias)
             self.trace = LayerTrace(self.name, self.op, xq, wq, acc, None,
-                                    clipped_inputs=_block_clipped(xq, X), x_absmax=_absmax(X), dims=dims)
+                                    clipped_inputs=_block_clipped(xq, X), x_absmax=absmax, dims=dims)
             return self._finish(y)
         xc, sx, zx, xq = _quantize_act(a, X, self._static_in(0), None)
         wq = self._weights_for(sx)
-        clipped = _count_clipped(X, sx, zx, xq.fmt)
+        clipped = _count_clipped(X, sx, zx, xq.fmt, ext)
         if isinstance(wq.fmt, FloatFormat):
             y, acc = _float_product(p, xc, sx, wq.codes, wq.scale, self.bias, (xq.fmt, wq.fmt))
             self.trace = LayerTrace(self.name, self.op, xq, wq, acc, None, clipped_inputs=clipped,
-                                    x_scale=np.asarray(sx), x_absmax=_absmax(X), dims=dims)
+                                    x_scale=np.asarray(sx), x_absmax=absmax, dims=dims)
             return self._finish(y)
         groups = p.weights.group_size if p.weights.granularity == "group" else None
         sw = wq.scale
@@ -816,7 +823,7 @@ class Linear(_Layer):
             p, xc, sx, zx, xq.fmt, wq.codes, sw, zw, wq.fmt, self.bias, groups, self._static_out(),
             self.name, "linear", self._mcache)
         self.trace = LayerTrace(self.name, self.op, xq, wq, acc, ovf, codes, so, zo, clipped,
-                                np.asarray(sx), _absmax(X), dims)
+                                np.asarray(sx), absmax, dims)
         return self._finish(y)
 
 

@@ -101,9 +101,10 @@ def matmul_generic(const int32_t[:, ::1] a, const int32_t[:, ::1] b, c0, cnp.nda
     cdef int64_t[:, ::1] cntv
     if c0 is not None:
         c0v = c0
-        if c0v.shape[0] != M or c0v.shape[1] != N:
-            raise ValueError(f"c0: expected shape {(M, N)}")
+        if c0v.shape[0] not in (1, M) or c0v.shape[1] != N:
+            raise ValueError(f"c0: expected shape {(M, N)} or {(1, N)}")
         pc = &c0v[0, 0] if M * N > 0 else NULL
+        ldc0 = N if c0v.shape[0] == M else 0
     if counts is not None:
         cntv = counts
         if cntv.shape[0] != M or cntv.shape[1] != N:
@@ -133,6 +134,7 @@ def gemm_i16(cnp.ndarray a, cnp.ndarray b, c0, int32_t[:, ::1] out, counts, int 
     """out = A @ B (+ c0) on int16 pairs into a register of 8..32 bits.
 
     a, b: 2-D C-contiguous int8/uint8/int16/uint16 whose values fit int16;
+    c0: None, M x N int32, or 1 x N (one row for every row of out);
     counts (merge mode only): int64; maxblk bounds |block sum| (0: unknown);
     the caller has proved the mode exact (see fixedpoint/accumulate.py)."""
     if a.ndim != 2 or b.ndim != 2:
@@ -146,14 +148,16 @@ def gemm_i16(cnp.ndarray a, cnp.ndarray b, c0, int32_t[:, ::1] out, counts, int 
     if not 8 <= bits <= 32 or block < 1 or nthreads < 1 or plo > phi or maxblk < 0:
         raise ValueError("bits, block, nthreads, maxblk or the pair range: out of range")
     cdef const int32_t *pc = NULL
+    cdef int64_t ldc0 = N
     cdef int64_t *pcnt = NULL
     cdef const int32_t[:, ::1] c0v
     cdef int64_t[:, ::1] cntv
     if c0 is not None:
         c0v = c0
-        if c0v.shape[0] != M or c0v.shape[1] != N:
-            raise ValueError(f"c0: expected shape {(M, N)}")
+        if c0v.shape[0] not in (1, M) or c0v.shape[1] != N:
+            raise ValueError(f"c0: expected shape {(M, N)} or {(1, N)}")
         pc = &c0v[0, 0] if M * N > 0 else NULL
+        ldc0 = N if c0v.shape[0] == M else 0
     if counts is not None:
         if not merge:
             raise ValueError("counts: only counted in merge mode")
@@ -168,8 +172,8 @@ def gemm_i16(cnp.ndarray a, cnp.ndarray b, c0, int32_t[:, ::1] out, counts, int 
     cdef int32_t *po = &out[0, 0]
     cdef int rc
     with nogil:
-        rc = fp_gemm_i16(pa, da, pb, db, pc, po, pcnt, M, K, N, path, merge, saturate, bits,
-                         pair_mode, block, plo, phi, maxblk, nthreads)
+        rc = fp_gemm_i16(pa, da, pb, db, pc, ldc0, po, pcnt, M, K, N, path, merge, saturate,
+                         bits, pair_mode, block, plo, phi, maxblk, nthreads)
     if rc == -1:
         raise MemoryError("matmul: out of memory for the packed operands")
     if rc == -2:

@@ -24,8 +24,12 @@
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
     && !defined(FP_NO_CLONES)
 #define FP_CLONES __attribute__((target_clones("avx2", "default")))
+/* and a third time for AVX-512 (x86-64-v4), for loops on 64-bit lanes, whose
+ * multiplies AVX2 lacks */
+#define FP_CLONES_V4 __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #else
 #define FP_CLONES
+#define FP_CLONES_V4
 #endif
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(FP_NO_AVX2)

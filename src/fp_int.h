@@ -534,6 +534,25 @@ FP_TILE_VARIANTS(fp_tile_portable, FP_CLONES, fp_tile_portable_impl, fp_tile_por
 #define FP_STEPAVX2(ROWS)                                                                     \
     FP_ASM_STEP(ROWS, "vmovdqu (%[b]), %%ymm13\n\tvmovdqu 32(%[b]), %%ymm14\n\t",             \
                 FP_ASM_ROWAVX2, FP_ASM_OUTX, 8, "xmm12", "xmm13", "xmm14", "xmm15")
+/* Byte steps (VNNI, sum mode only): the A word holds 4 unsigned bytes and
+ * each B lane 4 signed bytes; vpdpbusd adds the 4 products of a lane (each
+ * sum of 4 is exact: |sum| <= 4 * 255 * 128 < 2^31) into it modulo 2^32. */
+#define FP_ASM_ROW512B(r)                                                                     \
+    "vpbroadcastd " FP_STR(r) "*4(%[a]), %%zmm29\n\t"                                         \
+    "vpdpbusd %%zmm30, %%zmm29, %[s" #r "_0]\n\t"                                             \
+    "vpdpbusd %%zmm31, %%zmm29, %[s" #r "_1]\n\t"
+#define FP_ASM_ROW256B(r)                                                                     \
+    "vpbroadcastd " FP_STR(r) "*4(%[a]), %%ymm29\n\t"                                         \
+    "vpdpbusd %%ymm30, %%ymm29, %[s" #r "_0]\n\t"                                             \
+    "vpdpbusd %%ymm31, %%ymm29, %[s" #r "_1]\n\t"
+#define FP_STEP512B(ROWS)                                                                     \
+    FP_ASM_STEP(ROWS, "vmovdqu64 (%[b]), %%zmm30\n\tvmovdqu64 64(%[b]), %%zmm31\n\t",         \
+                FP_ASM_ROW512B, FP_ASM_OUTV, 16, "zmm29", "zmm30", "zmm31")
+#define FP_STEP256B(ROWS)                                                                     \
+    FP_ASM_STEP(ROWS, "vmovdqu32 (%[b]), %%ymm30\n\tvmovdqu32 32(%[b]), %%ymm31\n\t",         \
+                FP_ASM_ROW256B, FP_ASM_OUTV, 8, "xmm29", "xmm30", "xmm31")
+#define FP_STEP512B_12(ROWS) FP_STEP512B(FP_ROWS6); FP_STEP512B(FP_ROWS6_HI)
+#define FP_STEP256B_12(ROWS) FP_STEP256B(FP_ROWS6); FP_STEP256B(FP_ROWS6_HI)
 /* The pair steps (pairclamp): each pair sum clamped to [plo, phi] (vectors
  * of the two bounds in fp_merge_t, read as memory operands) before it is
  * added; zmm28 / ymm28 / ymm12 hold the pair sums.  Blocks of 4 (or 3) rows. */
@@ -711,6 +730,23 @@ FP_TILE_VARIANTS(fp_tile_portable, FP_CLONES, fp_tile_portable_impl, fp_tile_por
         ROWS(FP_R_STORE)                                                                      \
     }
 
+/* The byte tile (sum mode): np words of 4 positions each, added into c. */
+#define FP_SIMD_TILE_BYTES(P, ATTR, ROWS, STEP)                                               \
+    ATTR static void P(const int32_t *ap, const void *bpv, int64_t np, int64_t blk2,         \
+                       int32_t *c, int64_t ldc, int32_t *cnt, int64_t ldn,                   \
+                       const fp_merge_t *mg) {                                               \
+        const int32_t *bp = (const int32_t *)bpv;                                             \
+        (void)blk2;                                                                           \
+        (void)cnt;                                                                            \
+        (void)ldn;                                                                            \
+        (void)mg;                                                                             \
+        ROWS(FP_T_DECL)                                                                       \
+        for (int64_t p = 0; p < np; p++) {                                                    \
+            STEP(ROWS);                                                                       \
+        }                                                                                     \
+        ROWS(FP_T_ADD)                                                                        \
+    }
+
 #if FP_HAVE_AVX2_KERNELS
 /* Register update on 8 lanes; lanes that overflowed subtract 1 from *cnt
  * (comparison masks are all-ones = -1). */
@@ -884,6 +920,9 @@ FP_SIMD_TILE(fp_tile_vnni256, FP_TARGET_AVX512, FP_ROWS12)
 FP_SIMD_TILE_R(fp_tile_vnni256, FP_TARGET_AVX512, FP_ROWS6)
 #undef FPK_MR
 FP_TILE_VARIANTS(fp_tile_vnni256, FP_TARGET_AVX512, fp_tile_vnni256_impl, fp_tile_vnni256_rimpl)
+#define FPK_MR 12
+FP_SIMD_TILE_BYTES(fp_tile_vnni256_bytes, FP_TARGET_AVX512, FP_ROWS12, FP_STEP256B_12)
+#undef FPK_MR
 #undef FPV_MERGER
 #undef FPV_MERGE
 #undef FPV_STEPALL
@@ -922,6 +961,9 @@ FP_SIMD_TILE(fp_tile_vnni512, FP_TARGET_AVX512, FP_ROWS12)
 FP_SIMD_TILE_R(fp_tile_vnni512, FP_TARGET_AVX512, FP_ROWS6)
 #undef FPK_MR
 FP_TILE_VARIANTS(fp_tile_vnni512, FP_TARGET_AVX512, fp_tile_vnni512_impl, fp_tile_vnni512_rimpl)
+#define FPK_MR 12
+FP_SIMD_TILE_BYTES(fp_tile_vnni512_bytes, FP_TARGET_AVX512, FP_ROWS12, FP_STEP512B_12)
+#undef FPK_MR
 #undef FPV_MERGER
 #undef FPV_MERGE
 #undef FPV_STEPALL
@@ -1055,6 +1097,74 @@ FP_CLONES static void fp_pack_b(const void *b, int dtype, int64_t K, int64_t N, 
     }
 }
 
+/* ---- byte operands (VNNI vpdpbusd, sum mode) ----
+ * When A holds int8 or uint8 values and B int8 values, four positions share
+ * a word: A word (quad p, row r) = bytes a(r, 4p .. 4p + 3) + shift (shift =
+ * 128 for int8, making them unsigned; 0 for uint8), B word (quad p, column j)
+ * = bytes b(4p .. 4p + 3, j), 0 past K.  Then
+ *     sum_k (a + shift) b = sum_k a b + shift * colsum_j(B)
+ * modulo 2^32, and the registers start at c0 - shift * colsum_j(B), so the
+ * tile's sums are the sums of the products themselves, modulo 2^32 (the
+ * pair kernels' sum mode: the caller has proved them exact or asked for the
+ * wrap).  Byte words halve the instructions per product against int16
+ * pairs. */
+static int fp_gemm_bytes_ok(int path, int merge, int pair_mode, int a_dtype, int b_dtype) {
+    return (path == FP_GEMM_VNNI512 || path == FP_GEMM_VNNI256) && !merge && !pair_mode &&
+           (a_dtype == FP_I8 || a_dtype == FP_U8) && b_dtype == FP_I8;
+}
+
+static fp_tile_fn fp_gemm_tile_bytes(int path) {
+#if FP_HAVE_AVX512_KERNELS
+    return path == FP_GEMM_VNNI512 ? fp_tile_vnni512_bytes : fp_tile_vnni256_bytes;
+#else
+    (void)path;
+    return NULL;
+#endif
+}
+
+/* Rows i0 .. i0 + MR of A into one panel of kq quads (rows past M hold 0;
+ * B is 0 past K, so the bytes there are free). */
+FP_CLONES static void fp_pack_a_bytes(const void *a, int dtype, int64_t M, int64_t K, int64_t i0,
+                                      int mr, int64_t kq, uint32_t *dst) {
+    const uint8_t *src = (const uint8_t *)a + i0 * K;
+    const uint32_t flip = dtype == FP_I8 ? 0x80808080u : 0u; /* int8 bits -> int8 + 128 */
+    const int h = M - i0 < mr ? (int)(M - i0) : mr;
+    const int64_t kf = K / 4; /* whole quads */
+    for (int64_t p = 0; p < kq; p++) {
+        for (int r = 0; r < h; r++) {
+            const uint8_t *q = src + r * K + 4 * p;
+            uint32_t w = 0;
+            if (p < kf) {
+                w = (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 |
+                    (uint32_t)q[3] << 24;
+            } else { /* the last, partial quad (B is 0 past K: any byte will do here) */
+                for (int t = 0; 4 * p + t < K; t++) w |= (uint32_t)q[t] << (8 * t);
+            }
+            dst[p * mr + r] = w ^ flip;
+        }
+        for (int r = h; r < mr; r++) dst[p * mr + r] = 0;
+    }
+}
+
+/* Columns j0 .. j0 + NR of B (int8, K x N) into one panel of kq quads, and
+ * the sums of those columns (modulo 2^32) into colsum[0 .. NR). */
+FP_CLONES static void fp_pack_b_bytes(const int8_t *b, int64_t K, int64_t N, int64_t j0, int nr,
+                                      int64_t kq, uint32_t *dst, uint32_t *colsum) {
+    const int64_t w = N - j0 < nr ? N - j0 : nr;
+    for (int64_t j = 0; j < nr; j++) colsum[j] = 0;
+    for (int64_t p = 0; p < kq; p++) {
+        uint32_t *d = dst + p * nr;
+        for (int64_t j = 0; j < nr; j++) d[j] = 0;
+        for (int t = 0; t < 4 && 4 * p + t < K; t++) {
+            const int8_t *row = b + (4 * p + t) * N + j0;
+            for (int64_t j = 0; j < w; j++) {
+                d[j] |= (uint32_t)(uint8_t)row[j] << (8 * t);
+                colsum[j] += (uint32_t)(int32_t)row[j];
+            }
+        }
+    }
+}
+
 /* 64-byte aligned block of n bytes; *base receives the pointer to free. */
 static void *fp_alloc64(size_t n, void **base) {
     char *p = (char *)malloc(n + 64);
@@ -1066,7 +1176,8 @@ static void *fp_alloc64(size_t n, void **base) {
 /* out (M x N int32) = A (M x K) @ B (K x N) through a register of `bits`
  * (8..32) bits, on instruction path `path`.
  *   a, b: row-major contiguous, storage types a_dtype / b_dtype, values in
- *         int16 range; c0: initial register (M x N int32) or NULL;
+ *         int16 range; c0: initial register (M x N int32, rows ldc0 apart:
+ *         0 gives every row the same initial row) or NULL;
  *   counts: M x N int64 or NULL (merge mode only);
  *   block: terms per exact block (products, or pairs in pair mode);
  *   pair_mode: terms are pair sums clamped to [plo, phi];
@@ -1074,7 +1185,7 @@ static void *fp_alloc64(size_t n, void **base) {
  * Returns 0, -1 when memory ran out (nothing is written then), -2 when the
  * path is not available on this build or CPU. */
 static int fp_gemm_i16(const void *a, int a_dtype, const void *b, int b_dtype, const int32_t *c0,
-                       int32_t *out, int64_t *counts, int64_t M, int64_t K, int64_t N, int path,
+                       int64_t ldc0, int32_t *out, int64_t *counts, int64_t M, int64_t K, int64_t N, int path,
                        int merge, int saturate, int bits, int pair_mode, int64_t block,
                        int32_t plo, int32_t phi, int64_t maxblk, int nthreads) {
     if (path < 0 || path >= FP_GEMM_NPATHS || !fp_gemm_path_available(path)) return -2;
@@ -1094,17 +1205,22 @@ static int fp_gemm_i16(const void *a, int a_dtype, const void *b, int b_dtype, c
         }
     }
     const int64_t q = (K / gblk) * gstride + K % gblk; /* positions */
-    const int64_t kp = (q + 1) / 2;                       /* pairs */
+    const int bytes = fp_gemm_bytes_ok(path, merge, pair_mode, a_dtype, b_dtype);
+    const int64_t kp = bytes ? (K + 3) / 4 : (q + 1) / 2; /* words: quads or pairs */
     const int64_t nib = (M + mr - 1) / mr, npn = (N + nr - 1) / nr;
     const size_t apanel = (size_t)kp * (size_t)mr * 4u, bpanel = (size_t)kp * (size_t)nr * 4u;
     void *abase, *bbase;
     char *ap = (char *)fp_alloc64(apanel * (size_t)nib + 64, &abase);
-    char *bp = (char *)fp_alloc64(bpanel * (size_t)npn + 64, &bbase);
+    char *bp = (char *)fp_alloc64(bpanel * (size_t)npn + (size_t)npn * (size_t)nr * 4u + 64,
+                                  &bbase);
     if (!ap || !bp) {
         free(abase);
         free(bbase);
         return -1;
     }
+    /* byte operands: B's column sums after its panels, and the shift of A */
+    uint32_t *colsum = (uint32_t *)(bp + bpanel * (size_t)npn);
+    const uint32_t shift = a_dtype == FP_I8 ? 128u : 0u;
     fp_merge_t mg;
     mg.sh = 32 - (bits >= 32 ? 32 : bits);
     mg.lo = bits >= 32 ? INT32_MIN : -(int32_t)((uint32_t)1 << (bits - 1));
@@ -1118,7 +1234,9 @@ static int fp_gemm_i16(const void *a, int a_dtype, const void *b, int b_dtype, c
         mg.phiv[l] = phi;
     }
     int64_t *cnt = merge ? counts : NULL;
-    const fp_tile_fn tile = fp_gemm_tile(path, merge, pair_mode, saturate, bits >= 32, cnt != NULL);
+    const fp_tile_fn tile = bytes ? fp_gemm_tile_bytes(path)
+                                  : fp_gemm_tile(path, merge, pair_mode, saturate, bits >= 32,
+                                                 cnt != NULL);
     /* Chunks of K (a whole number of blocks) keep the B chunk in L1 while
      * one group of A panels runs past it. */
     const int64_t target = 16384 / (4 * nr);
@@ -1151,11 +1269,22 @@ static int fp_gemm_i16(const void *a, int a_dtype, const void *b, int b_dtype, c
 #endif
         int32_t *ccnt = creg + tbuf;
 #pragma omp for schedule(static)
-        for (int64_t ib = 0; ib < nib; ib++)
-            fp_pack_a(a, a_dtype, M, K, ib * mr, mr, kp, gblk, gstride, words, ap + ib * apanel);
+        for (int64_t ib = 0; ib < nib; ib++) {
+            if (bytes)
+                fp_pack_a_bytes(a, a_dtype, M, K, ib * mr, mr, kp, (uint32_t *)(ap + ib * apanel));
+            else
+                fp_pack_a(a, a_dtype, M, K, ib * mr, mr, kp, gblk, gstride, words,
+                          ap + ib * apanel);
+        }
 #pragma omp for schedule(static)
-        for (int64_t pn = 0; pn < npn; pn++)
-            fp_pack_b(b, b_dtype, K, N, pn * nr, nr, kp, gblk, gstride, words, bp + pn * bpanel);
+        for (int64_t pn = 0; pn < npn; pn++) {
+            if (bytes)
+                fp_pack_b_bytes((const int8_t *)b, K, N, pn * nr, nr, kp,
+                                (uint32_t *)(bp + pn * bpanel), colsum + pn * nr);
+            else
+                fp_pack_b(b, b_dtype, K, N, pn * nr, nr, kp, gblk, gstride, words,
+                          bp + pn * bpanel);
+        }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < ntasks; t++) {
             const int64_t ig = t / npn, pn = t % npn;
@@ -1166,7 +1295,12 @@ static int fp_gemm_i16(const void *a, int a_dtype, const void *b, int b_dtype, c
             if (cnt) memset(ccnt, 0, (size_t)(ib1 - ib0) * (size_t)mr * (size_t)nr * sizeof(int32_t));
             if (c0)
                 for (int64_t i = ib0 * mr; i < ib1 * mr && i < M; i++)
-                    memcpy(creg + (i - ib0 * mr) * nr, c0 + i * N + j0, (size_t)w * sizeof(int32_t));
+                    memcpy(creg + (i - ib0 * mr) * nr, c0 + i * ldc0 + j0, (size_t)w * sizeof(int32_t));
+            if (bytes && shift) /* less shift * colsum, modulo 2^32 */
+                for (int64_t i = 0; i < (ib1 - ib0) * mr; i++)
+                    for (int64_t j = 0; j < nr; j++)
+                        creg[i * nr + j] =
+                            fp_u2s32((uint32_t)creg[i * nr + j] - shift * colsum[pn * nr + j]);
             for (int64_t p0 = 0; p0 < kp; p0 += kc) {
                 const int64_t np = kp - p0 < kc ? kp - p0 : kc;
                 /* pair p0 of the panels: p0 * (MR or NR) words, or position 2 p0 of

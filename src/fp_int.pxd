@@ -28,6 +28,7 @@ cdef extern from "fp_int.h" nogil:
                           int64_t phi, int nthreads)
     int fp_gemm_path_available(int path)
     int fp_gemm_i16(const void *a, int a_dtype, const void *b, int b_dtype, const int32_t *c0,
+                    int64_t ldc0,
                     int32_t *out, int64_t *counts, int64_t M, int64_t K, int64_t N, int path,
                     int merge, int saturate, int bits, int pair_mode, int64_t block,
                     int32_t plo, int32_t phi, int64_t maxblk, int nthreads)

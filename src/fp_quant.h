@@ -469,7 +469,7 @@ static inline int32_t fp_rq_col_float(int32_t x, float real, int64_t zp, int64_t
 
 /* fp_requantize with one (q, shift, real) per column, for the methods whose
  * per-column parameters fp_rq_cols holds (not FP_RQ_FLOAT64). */
-FP_CLONES
+FP_CLONES_V4
 static void fp_requantize_cols(const int32_t *acc, int32_t *out, int64_t start, int64_t n,
                                int64_t C, const fp_rq_cols *p, int64_t zp, int64_t lo, int64_t hi,
                                int method) {

@@ -124,6 +124,48 @@ def test_every_path_adversarial(acc):
         _check_all_paths(a, b, names, acc, c=_c_near_edges(rng, acc, M, N))
 
 
+# The VNNI paths multiply int8/uint8 x int8 operands four bytes at a time
+# (vpdpbusd, int8 shifted to uint8 and corrected by 128 x B's column sums)
+# wherever the sum is taken modulo 2^32 without counts: every K modulo 4,
+# both A storage types, a bias row or a full initial register, registers
+# narrower than 32 bits, and rows and columns past the tiles.
+@pytest.mark.parametrize("names", [("int8", "int8"), ("uint8", "int8"), ("int4", "int8"),
+                                   ("int8", "int2"), ("int8", "uint8")], ids="x".join)
+def test_byte_operands_every_k_modulo_4(names):
+    rng = np.random.default_rng(zlib.crc32("x".join(names).encode()))
+    fa, fb = as_format(names[0], kind="int"), as_format(names[1], kind="int")
+    for M, K, N in [(1, 1, 1), (13, 2, 33), (25, 3, 65), (12, 4, 32), (5, 129, 7), (14, 1030, 40)]:
+        a, b = _operands(rng, fa, fb, M, K, N, corner=0.9)
+        for acc in (A(32, "wrap"), A(20, "wrap"), A(32, "saturate")):
+            c_full = _c_near_edges(rng, acc, M, N) if acc.overflow == "wrap" else None
+            c_row = rng.integers(-1000, 1000, (1, N))
+            for c in (None, c_full, c_row):
+                want, _ = slow_matmul(a, b, acc, None if c is None else np.broadcast_to(c, (M, N)))
+                for path in PATHS:
+                    with forced(path):
+                        got = fp.matmul(a, b, names, acc=acc, c=c, num_threads=2)
+                    np.testing.assert_array_equal(got.astype(object), want, err_msg=f"{path} {acc} {M, K, N}")
+
+
+def test_byte_operands_wrap_modulo_2_32():
+    """Sums far past int32 wrap exactly (NumPy's int64 product as the oracle):
+    int8 -128 x -128 over K = 140001 terms, and -128 x 127 mixed with them."""
+    K = 140001
+    a = np.full((3, K), -128, np.int8)
+    a[1, ::3] = 127
+    a[2] = np.arange(K) % 256 - 128
+    b = np.full((K, 5), -128, np.int8)
+    b[::2, 1] = 127
+    b[:, 2] = (np.arange(K) * 7) % 256 - 128
+    exact = a.astype(np.int64) @ b.astype(np.int64)
+    want = ((exact + 2**31) % 2**32 - 2**31).astype(np.int32)
+    assert np.any(want != exact)                      # the case does wrap
+    for path in PATHS:
+        with forced(path):
+            got = fp.matmul(a, b, "int8", acc=A(32, "wrap"), num_threads=2)
+        np.testing.assert_array_equal(got, want, err_msg=path)
+
+
 @pytest.mark.parametrize("acc", [A(32, "saturate", 16), A(32, "saturate", 1), A(32, "wrap", 1),
                                  A(32, "wrap", 2, pair_bits=16), A(24, "saturate", 16)], ids=str)
 def test_every_path_long_k(acc):
@@ -348,7 +390,7 @@ def test_kernel_wrappers_check_their_arguments():
     with pytest.raises(ValueError, match="^out: expected shape"):
         gemm(out=out[:1])
     with pytest.raises(ValueError, match="^c0: expected shape"):
-        gemm(c0=np.zeros((1, 4), np.int32))
+        gemm(c0=np.zeros((3, 4), np.int32))
     with pytest.raises(ValueError, match="^path: instruction path 9"):
         gemm(path=9)
     with pytest.raises(TypeError, match="^out: expected dtype int32"):
