@@ -62,6 +62,14 @@ def check_positive_int(v, name: str) -> int:
     return int(v)
 
 
+def check_nonneg_int(v, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name}: expected a non-negative int, got {type(v).__name__}")
+    if v < 0:
+        raise ValueError(f"{name}: expected a non-negative int, got {v}")
+    return int(v)
+
+
 def check_choice(value, name: str, choices) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name}: expected one of {list(choices)}, got {type(value).__name__}")

@@ -40,8 +40,8 @@ import numpy as np
 from . import _int
 from . import dask_arrays
 from ._checks import (as_format_array, as_integer_array, check_choice, check_int_range,
-                      check_positive_int, matmul_operands, resolve_threads)
-from .formats import int_format_pair
+                      check_nonneg_int, check_positive_int, matmul_operands, resolve_threads)
+from .formats import as_format, int_format_pair
 from .intops import OVERFLOW_MODES
 
 __all__ = ["Accumulator", "matmul", "dot", "gemm_path"]
@@ -148,6 +148,35 @@ class Accumulator:
         """int32 up to 32 bits, int64 above."""
         return np.dtype(np.int32 if self.bits <= 32 else np.int64)
 
+    def _terms(self, fa, fb, k):
+        """(a bound on |term|, the number of terms) of a k-long product."""
+        maxprod = _maxabs(fa) * _maxabs(fb)
+        if self.pair_bits is None:
+            return maxprod, k
+        return min(2 * maxprod, -self.pair_min), (k + 1) // 2
+
+    def can_overflow(self, fmt_a, fmt_b, k, c_max=0) -> bool:
+        """Whether a ``k``-long product of ``fmt_a`` x ``fmt_b`` operands, from an
+        initial register value of magnitude at most ``c_max``, can overflow.
+
+        Every value the register takes is c plus a prefix of the terms, so
+        when ``c_max + terms * max|term|`` fits the register, no add can
+        overflow: wrap, saturate and the exact sum agree, whatever the block,
+        and :func:`matmul`'s overflow counts are all zero.
+
+        Examples
+        --------
+        >>> Accumulator(32).can_overflow("int8", "int8", 131072)
+        False
+        >>> Accumulator(32).can_overflow("int8", "int8", 131073)
+        True
+        """
+        fa, fb = as_format(fmt_a, "fmt_a", "int"), as_format(fmt_b, "fmt_b", "int")
+        k = check_nonneg_int(k, "k")
+        c_max = check_nonneg_int(c_max, "c_max")
+        maxterm, nterms = self._terms(fa, fb, k)
+        return c_max + nterms * maxterm > self.max
+
 
 def gemm_path() -> str:
     """The instruction path of the integer GEMM kernels in this process.
@@ -191,22 +220,15 @@ def _matmul_2d(a, b, c0, fa, fb, acc, want_counts, nthreads, path):
     Returns (out of acc.dtype, int64 counts)."""
     M, K = a.shape
     N = b.shape[1]
-    maxprod = _maxabs(fa) * _maxabs(fb)
     pairs = acc.pair_bits is not None
+    maxterm, nterms = acc._terms(fa, fb, K)
     if pairs:
         plo, phi = acc.pair_min, acc.pair_max
-        maxterm = min(2 * maxprod, -plo)
-        nterms = (K + 1) // 2
-        pair_exact = 2 * maxprod <= _I32_MAX     # pair sums exact in int32 lanes
+        pair_exact = 2 * _maxabs(fa) * _maxabs(fb) <= _I32_MAX     # pair sums exact in int32 lanes
     else:
-        plo, phi = 0, 0
-        maxterm, nterms, pair_exact = maxprod, K, True
+        plo, phi, pair_exact = 0, 0, True
     cmax = 0 if c0 is None or c0.size == 0 else max(int(c0.max()), -int(c0.min()))
-    # Every value the register takes is c plus a prefix of the terms, so
-    # |value| <= max|c| + nterms * max|term|.  When that bound fits the
-    # register no add can overflow: wrap, saturate and the exact sum agree,
-    # whatever the block, and the overflow counts are zero.
-    no_overflow = cmax + nterms * maxterm <= acc.max
+    no_overflow = not acc.can_overflow(fa, fb, K, cmax)
     fast = (path != "generic" and _fits_int16(fa) and _fits_int16(fb) and pair_exact
             and K < (1 << 31))
     plo32, phi32 = max(plo, -(1 << 31)), min(phi, _I32_MAX)

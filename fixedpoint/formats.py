@@ -288,6 +288,9 @@ FLOAT_FORMATS = {
 }
 
 
+_PARSED: dict = {}
+
+
 def as_format(fmt, argname: str = "fmt", kind: str | None = None):
     """Turn ``fmt`` (a name or a format object) into an :class:`IntFormat` or
     :class:`FloatFormat`.
@@ -316,7 +319,10 @@ def as_format(fmt, argname: str = "fmt", kind: str | None = None):
     if fmt is None:
         raise TypeError(f"{argname}: a format is required (a name such as 'int8' or 'e4m3', "
                         f"or a format object); there is no default")
+    if isinstance(fmt, str) and fmt in _PARSED:
+        fmt = _PARSED[fmt]
     if isinstance(fmt, str):
+        name = fmt
         key = fmt.strip().lower()
         m = _INT_NAME.match(key)
         if m and 2 <= int(m.group(2)) <= 16:
@@ -328,6 +334,8 @@ def as_format(fmt, argname: str = "fmt", kind: str | None = None):
                 f"{argname}: unknown format {fmt!r}; expected an integer format ('int2'..'int16', "
                 f"'uint2'..'uint16', signed ones optionally with '_narrow') or one of "
                 f"{sorted(FLOAT_FORMATS)}")
+        if len(_PARSED) < 256:          # names parsed once (formats are immutable)
+            _PARSED[name] = fmt
     elif not isinstance(fmt, (IntFormat, FloatFormat)):
         raise TypeError(f"{argname}: expected a format name or an IntFormat/FloatFormat, got "
                         f"{type(fmt).__name__}")

@@ -83,6 +83,8 @@ class LayerTrace:
         Per output element, how many accumulator adds wrapped or clamped
         (summed over groups); for an accumulator with ``pair_bits``, 1 where
         the result differs from the exact sum (a clamped pair or a wrap).
+        Where no add can overflow (:meth:`Accumulator.can_overflow`), a
+        read-only view of zeros, which costs no memory.
     output_codes, output_scale, output_zero_point :
         INT8 outputs: the requantized codes and their quantization.
     clipped_inputs : int
@@ -325,6 +327,10 @@ def _integer_accumulate(p, xc, zx, fx, wc, zw, fw, bias, groups, name):
         zw = np.repeat(np.asarray(zw), groups, axis=0)
     ws = _centred(wc, zw, op.dtype)
     if groups is None:
+        cmax = 0 if bias is None else int(np.max(np.abs(bias.astype(np.int64)), initial=0))
+        if not acc.can_overflow(op, op, xs.shape[-1], cmax):     # no counts to take
+            out = matmul(xs, ws, op, acc=acc, c=bias)
+            return out, np.broadcast_to(np.int64(0), out.shape)
         return matmul(xs, ws, op, acc=acc, c=bias, return_overflow=True)
     K = ws.shape[-2]
     G = K // groups
@@ -334,9 +340,9 @@ def _integer_accumulate(p, xc, zx, fx, wc, zw, fw, bias, groups, name):
     xg = np.ascontiguousarray(np.moveaxis(xs.reshape(-1, G, groups), 1, 0))       # (G, R, g)
     wg = ws.reshape(G, groups, -1)
     out_shape = lead + (ws.shape[-1],)
-    if groups * max(-op.min, op.max) ** 2 <= acc.max:     # no group sum can overflow
+    if not acc.can_overflow(op, op, groups):     # no group sum can overflow
         acc_all = matmul(xg, wg, op, acc=acc)
-        overflow = np.zeros(out_shape, np.int64)
+        overflow = np.broadcast_to(np.int64(0), out_shape)
     else:
         acc_all, n = matmul(xg, wg, op, acc=acc, return_overflow=True)
         overflow = n.sum(axis=0).reshape(out_shape)
@@ -476,8 +482,7 @@ def _requantized(p, acc_v, sx, sw, so, zo, op, depthwise=False, cache=None):
                 rt = np.broadcast_to(real, np.broadcast_shapes(real.shape, (1, a32.shape[-1])))
                 codes[..., tail:] = _requantize_with(out.depthwise_tail_method, a32[..., tail:],
                                                      rt[..., tail:], zo)
-    y = codes.astype(np.float32)
-    y -= np.float32(zo)
+    y = np.subtract(codes, np.int16(zo), dtype=np.float32)   # exact: small integers
     y *= so32
     return codes, y
 
@@ -494,7 +499,15 @@ def _integer_product(p, xc, sx, zx, fx, wc, sw, zw, fw, bias, groups, out_q, nam
         y = acc_v.astype(np.float32) * s
         return (y + bias if bias is not None else y), acc_v, ovf, None, None, None
     out_shape = np.broadcast_shapes(xc.shape[:-1] + (1,), wc.shape[:-2] + (1, wc.shape[-1]))
-    c = None if bias is None else _bias_codes(bias, s, out_shape, p.accumulator, name)
+    c = None
+    if bias is not None:
+        key = (("bias", s.shape, s.tobytes(), bias.tobytes(), len(out_shape))
+               if cache is not None and s.size <= 4096 else None)
+        c = cache.get(key) if key is not None else None     # static scales: the same every call
+        if c is None:
+            c = _bias_codes(bias, s, out_shape, p.accumulator, name)
+            if key is not None:
+                cache[key] = c
     acc_v, ovf = _integer_accumulate(p, xc, zx, fx, wc, zw, fw, c, None, name)
     so, zo = out_q if out_q[0] is not None else _dynamic_output(p, [(acc_v, s)])
     codes, y = _requantized(p, acc_v, sx, sw, so, zo, op, cache=cache)
@@ -580,6 +593,7 @@ class _Layer:
         self._fixed_out = None
         self._fixed_in = {}
         self._mcache = {}          # Q31 multipliers of static scales, computed once
+        self._scales = {}          # static scales from the calibrators, until they see more data
 
     # -- static scales ---------------------------------------------------------
     def _calibrator(self):
@@ -592,6 +606,7 @@ class _Layer:
         if not self._in_cal:
             self._in_cal = [self._calibrator() for _ in inputs]
             self._out_cal = self._calibrator() if self.profile.output.type == "int8" else None
+        self._scales.clear()
         for cal, x in zip(self._in_cal, inputs):
             cal.update(np.asarray(x, np.float32))
         if self._out_cal is not None:
@@ -603,6 +618,10 @@ class _Layer:
             return self._fixed_in[i]
         if not self._in_cal or not a.static or a.granularity != "tensor":
             return None
+        return self._cached_scale(("in", i), lambda: self._in_scale(i))
+
+    def _in_scale(self, i):
+        a = self.profile.activations
         s, z = self._in_cal[i].scale_zero_point(a.element_format)
         return _round_scale(s, a.scale_format), z
 
@@ -611,8 +630,19 @@ class _Layer:
             return self._fixed_out
         if self._out_cal is None:
             return None, None
+        return self._cached_scale("out", self._out_scale)
+
+    def _out_scale(self):
         s, z = self._out_cal.scale_zero_point("int8")
         return np.float32(s), int(z)
+
+    def _cached_scale(self, key, compute):
+        """A static scale, computed once for this profile and these calibrators' data."""
+        hit = self._scales.get(key)
+        if hit is None or hit[0] is not self.profile:
+            hit = (self.profile, compute())
+            self._scales[key] = hit
+        return hit[1]
 
     def set_input_quantization(self, scale, zero_point=0, *, operand=0) -> None:
         """Fix a per-tensor activation scale and zero point (of ``operand`` 0 or 1)

@@ -31,6 +31,8 @@ turns a product outside int32 into INT32_MIN first, as x86's conversion does);
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _quant
@@ -150,9 +152,10 @@ def requantize(acc, multiplier, shift=0, *, zero_point=0, out_fmt, method="doubl
             (int(a.min()) < _I32_MIN or int(a.max()) > _I32_MAX):   # narrower dtypes always fit
         raise ValueError(f"acc: values must fit int32, got [{a.min()}, {a.max()}]")
     nthreads = resolve_threads(num_threads)
-    zp = as_integer_array(zero_point, "zero_point").astype(np.int64)
-    if zp.size and (zp.min() < f.min or zp.max() > f.max):
-        bad = zp.min() if zp.min() < f.min else zp.max()
+    zp = as_integer_array(zero_point, "zero_point").astype(np.int64, copy=False)
+    zlo, zhi = (int(zp), int(zp)) if zp.ndim == 0 else (zp.min(initial=0), zp.max(initial=0))
+    if zlo < f.min or zhi > f.max:
+        bad = zlo if zlo < f.min else zhi
         raise ValueError(f"zero_point: {bad} is outside the {f.name} range [{f.min}, {f.max}]")
     if method in _FLOAT_METHODS:
         sh = as_integer_array(shift, "shift")
@@ -175,24 +178,25 @@ def requantize(acc, multiplier, shift=0, *, zero_point=0, out_fmt, method="doubl
         s = np.zeros(pshape, np.int32)
         r = np.broadcast_to(real, pshape)
     else:
-        m = as_integer_array(multiplier, "multiplier").astype(np.int64)
-        s = as_integer_array(shift, "shift").astype(np.int64)
+        m = as_integer_array(multiplier, "multiplier").astype(np.int64, copy=False)
+        s = as_integer_array(shift, "shift").astype(np.int64, copy=False)
         if m.size and (m.min() < 0 or m.max() > _I32_MAX):
             raise ValueError(f"multiplier: Q31 multipliers must lie in [0, 2^31 - 1], got "
                              f"[{m.min()}, {m.max()}]")
         if s.size and (s.min() < -31 or s.max() > 30):
             raise ValueError(f"shift: must lie in [-31, 30], got [{s.min()}, {s.max()}]")
         pshape = np.broadcast_shapes(m.shape, s.shape)
-        q, s = np.broadcast_to(m, pshape), np.broadcast_to(s, pshape)
+        q = m if m.shape == pshape else np.broadcast_to(m, pshape)
+        s = s if s.shape == pshape else np.broadcast_to(s, pshape)
         r = np.zeros(pshape, np.float64)
     shape = np.broadcast_shapes(a.shape, pshape)
-    n = int(np.prod(shape, dtype=np.int64))
+    n = math.prod(shape)
     if n == 0:
         return np.empty(np.broadcast_shapes(shape, zp.shape), f.dtype)
     C = shape[-1] if shape else 1
-    if all(d == 1 for d in pshape[:-1]) and int(np.prod(pshape, dtype=np.int64)) in (1, C):
+    if all(d == 1 for d in pshape[:-1]) and math.prod(pshape) in (1, C):
         # one multiplier, or one per column of the last axis (shape (C,), (1, C), ...): as given
-        k = int(np.prod(pshape, dtype=np.int64))
+        k = math.prod(pshape)
         q, s, r = q.reshape(k), s.reshape(k), r.reshape(k)
     else:
         # any other broadcasting: one multiplier per element (a single "row")
@@ -201,7 +205,8 @@ def requantize(acc, multiplier, shift=0, *, zero_point=0, out_fmt, method="doubl
     q = np.ascontiguousarray(q, np.int32)
     s = np.ascontiguousarray(s, np.int32)
     r = np.ascontiguousarray(r, np.float64)
-    flat = np.ascontiguousarray(np.broadcast_to(a, shape), dtype=np.int32).reshape(-1)
+    flat = np.ascontiguousarray(a if a.shape == shape else np.broadcast_to(a, shape),
+                                dtype=np.int32).reshape(-1)
     res = np.empty(n, np.int32)
     if zp.ndim == 0:                   # zero point and clamp fused into the kernel
         _quant.requantize(flat, res, C, q, s, r, int(zp), f.min, f.max, method, nthreads)
