@@ -468,8 +468,8 @@ generic = sys.argv[1] == "generic"
 if generic:   # the int64 loop's scratch rows (2 N int64) cannot be allocated
     a, b = np.ones((1, 1), np.int8), np.ones((1, 1 << 21), np.int8)
     acc, room = fp.Accumulator(40, "saturate"), 30 << 20
-else:         # the packed copy of A (32 MiB) cannot be allocated
-    a, b = np.ones((4096, 4096), np.int8), np.ones((4096, 8), np.int8)
+else:         # the packed copy of A (32 MiB as bytes, 64 MiB as int16 pairs) cannot be allocated
+    a, b = np.ones((4096, 8192), np.int8), np.ones((8192, 8), np.int8)
     acc, room = fp.Accumulator(32, "saturate"), 16 << 20
 fp.matmul(a[:1, :1], b[:1, :4], "int8", acc=acc)          # warm up
 vm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize")][0]
