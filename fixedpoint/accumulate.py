@@ -166,9 +166,9 @@ class Accumulator:
 
         Examples
         --------
-        >>> Accumulator(32).can_overflow("int8", "int8", 131072)
+        >>> Accumulator(32).can_overflow("int8", "int8", 131071)    # 131071 * 128^2 < 2^31
         False
-        >>> Accumulator(32).can_overflow("int8", "int8", 131073)
+        >>> Accumulator(32).can_overflow("int8", "int8", 131072)
         True
         """
         fa, fb = as_format(fmt_a, "fmt_a", "int"), as_format(fmt_b, "fmt_b", "int")
@@ -182,11 +182,14 @@ def gemm_path() -> str:
     """The instruction path of the integer GEMM kernels in this process.
 
     ``FIXEDPOINT_GEMM_PATH`` (read at every call) forces one of
-    ``"vnni512"`` (AVX-512 VNNI ``vpdpwssd`` on 512-bit vectors), ``"vnni256"``
-    (the same on 256-bit vectors), ``"avx2"`` (``vpmaddwd``), ``"portable"``
-    (plain C the compiler vectorises) or ``"generic"`` (the int64 loop for
-    every product); ``"auto"`` or unset picks the fastest path the build and
-    the CPU offer.  Every path gives the same bits.
+    ``"vnni512"`` (AVX-512 VNNI ``vpdpwssd`` on int16 pairs, 512-bit vectors;
+    int8/uint8 x int8 operands summed modulo 2^32 without counts take
+    ``vpdpbusd`` on four bytes, the int8 side shifted to uint8 and corrected
+    by 128 x the column sums of B), ``"vnni256"`` (the same on 256-bit
+    vectors), ``"avx2"`` (``vpmaddwd``), ``"portable"`` (plain C the compiler
+    vectorises) or ``"generic"`` (the int64 loop for every product); ``"auto"``
+    or unset picks the fastest path the build and the CPU offer.  Every path
+    gives the same bits.
 
     Examples
     --------

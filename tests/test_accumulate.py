@@ -222,6 +222,48 @@ def test_no_overflow_shortcut_boundary():
     assert fp.matmul(a, b, "int8", acc=acc, c=[[edge + 1]], return_overflow=True)[1][0, 0] == 1
 
 
+@pytest.mark.parametrize("acc,fmt,value", [
+    (fp.Accumulator(16, "saturate"), "int8", -128),        # products of 16384
+    (fp.Accumulator(20, "wrap", 3), "uint8", 255),         # products of 65025
+    (fp.Accumulator(12, "saturate", 2), "int4", -8),       # products of 64
+    (fp.Accumulator(24, "wrap"), "int2", -2)], ids=str)    # products of 4
+def test_can_overflow_is_the_bound_of_the_worst_operands(acc, fmt, value):
+    """``can_overflow`` is False up to the longest product whose worst case (every
+    product the largest positive one, the register starting at +c_max) stays in
+    the register, and True one term later, where that worst case does overflow
+    (the reference counts it)."""
+    prod = value * value
+    for c_max in (0, 5, prod - 1):
+        lo, hi = 0, 1 << 23            # the largest k it accepts, by bisection
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if not acc.can_overflow(fmt, fmt, mid, c_max) else (lo, mid)
+        k = lo
+        assert not acc.can_overflow(fmt, fmt, k, c_max) and acc.can_overflow(fmt, fmt, k + 1, c_max)
+        for kk, overflows in ((k, False), (k + 1, True)):
+            a = np.full((1, kk), value, as_format_dtype(fmt))
+            b = np.full((kk, 1), value, as_format_dtype(fmt))
+            assert (c_max + kk * prod > acc.max) == overflows             # Python integers
+            got, n = fp.matmul(a, b, fmt, acc=acc, c=[[c_max]], return_overflow=True)
+            assert (n[0, 0] > 0) == overflows, (kk, c_max)
+            if not overflows:
+                assert int(got[0, 0]) == c_max + kk * prod
+
+
+def as_format_dtype(fmt):
+    return fp.formats.as_format(fmt).dtype
+
+
+def test_can_overflow_checks_its_arguments():
+    acc = fp.Accumulator(32)
+    with pytest.raises(ValueError, match="^fmt_a: expected an integer format"):
+        acc.can_overflow("e4m3", "int8", 4)
+    with pytest.raises(ValueError, match="^k: expected a non-negative int"):
+        acc.can_overflow("int8", "int8", -1)
+    with pytest.raises(TypeError, match="^c_max: expected a non-negative int"):
+        acc.can_overflow("int8", "int8", 4, c_max=1.5)
+
+
 def test_hopper_int_mm_clamps_every_16_products(data_dir):
     """A recording designed to tell block sizes apart (this session, H200,
     torch 2.11 ``_int_mm``, M = N = 32, K = 135168): blocks of 16 reproduce
