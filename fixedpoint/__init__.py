@@ -16,7 +16,7 @@ from .blockscaled import (BlockScaledMMA, MXTensor, NVFP4Tensor, blockscaled_mat
                           mx_quantize, nvfp4_quantize, to_e8m0)
 from .calibrate import Calibrator, DelayedScaling
 from .quantization import QTensor, dequantize, fake_quant, quantize
-from .requant import qlinear, quantize_multiplier, requantize
+from .requant import qlinear, quantize_multiplier, requantize, requantize_with_values
 from . import metrics
 from . import rtl
 from . import profiles
@@ -32,7 +32,7 @@ __all__ = [
     "TensorCoreAccumulator", "fp8_matmul",
     "to_e8m0", "from_e8m0", "MXTensor", "mx_quantize", "NVFP4Tensor", "nvfp4_quantize",
     "blockscaled_matmul", "BlockScaledMMA",
-    "quantize_multiplier", "requantize", "qlinear",
+    "quantize_multiplier", "requantize", "requantize_with_values", "qlinear",
     "QTensor", "quantize", "dequantize", "fake_quant", "metrics",
     "Calibrator", "DelayedScaling",
     "set_num_threads", "get_num_threads",

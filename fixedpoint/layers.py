@@ -57,7 +57,7 @@ from .fp8 import from_fp8
 from .formats import E2M1, FloatFormat, IntFormat
 from .profiles import AcceleratorProfile, get
 from .quantization import QTensor, quantize
-from .requant import quantize_multiplier, requantize
+from .requant import quantize_multiplier, requantize, requantize_with_values
 from .tensorcore import fp8_matmul
 
 __all__ = ["LayerTrace", "Linear", "MatMul", "Conv2d", "linear", "round_to_float_type"]
@@ -392,10 +392,14 @@ def _group_sum(acc_all, sx, sw, bias):
     """float32(acc_g) * float32(sx * sw_g), summed in float32 in group order, + bias."""
     sx32 = np.asarray(sx, np.float32)
     sw32 = np.asarray(sw, np.float32)
-    y = None
+    y = part = None
     for j in range(acc_all.shape[0]):
-        part = acc_all[j].astype(np.float32) * (sx32 * sw32[j]).astype(np.float32)
-        y = part if y is None else y + part
+        s = (sx32 * sw32[j]).astype(np.float32)
+        if y is None:
+            y = np.multiply(acc_all[j], s, dtype=np.float32)     # float32(acc) * s, one pass
+        else:
+            part = np.multiply(acc_all[j], s, out=part, dtype=np.float32)
+            y += part
     return y + bias if bias is not None else y
 
 
@@ -449,19 +453,25 @@ def _real_multiplier(p, sx, sw, so):
     return (sx32 * sw32).astype(np.float32).astype(np.float64) / np.float64(so)
 
 
-def _requantize_with(method, a32, real, zo, cache=None):
+def _requantize_with(method, a32, real, zo, cache=None, values_scale=None):
+    """INT8 codes by ``method`` (and with ``values_scale``, their float values too:
+    ``(codes, values)``)."""
+    def run(m, sh=0):
+        if values_scale is None:
+            return requantize(a32, m, sh, zero_point=zo, out_fmt="int8", method=method)
+        return requantize_with_values(a32, m, sh, zero_point=zo, scale=values_scale,
+                                      out_fmt="int8", method=method)
     if method in ("float", "float64"):
-        return requantize(a32, real, zero_point=zo, out_fmt="int8", method=method)
+        return run(real)
     key = None
     if cache is not None and real.size <= 4096:            # static scales: the same every call
         key = (method, real.shape, real.tobytes())
         if key in cache:
-            m, sh = cache[key]
-            return requantize(a32, m, sh, zero_point=zo, out_fmt="int8", method=method)
+            return run(*cache[key])
     m, sh = quantize_multiplier(real)
     if key is not None:
         cache[key] = (m, sh)
-    return requantize(a32, m, sh, zero_point=zo, out_fmt="int8", method=method)
+    return run(m, sh)
 
 
 def _requantized(p, acc_v, sx, sw, so, zo, op, depthwise=False, cache=None):
@@ -475,13 +485,15 @@ def _requantized(p, acc_v, sx, sw, so, zo, op, depthwise=False, cache=None):
         codes = np.full(a32.shape, zo, np.int8)
     else:
         real = _real_multiplier(p, sx, sw, so32)
-        codes = _requantize_with(out.method_for(op), a32, real, zo, cache)
+        tail = a32.shape[-1]
         if depthwise and out.depthwise_vector:
             tail = a32.shape[-1] // out.depthwise_vector * out.depthwise_vector
-            if tail < a32.shape[-1]:
-                rt = np.broadcast_to(real, np.broadcast_shapes(real.shape, (1, a32.shape[-1])))
-                codes[..., tail:] = _requantize_with(out.depthwise_tail_method, a32[..., tail:],
-                                                     rt[..., tail:], zo)
+        if tail == a32.shape[-1]:             # codes and values in one pass
+            return _requantize_with(out.method_for(op), a32, real, zo, cache, values_scale=so32)
+        codes = _requantize_with(out.method_for(op), a32, real, zo, cache)
+        rt = np.broadcast_to(real, np.broadcast_shapes(real.shape, (1, a32.shape[-1])))
+        codes[..., tail:] = _requantize_with(out.depthwise_tail_method, a32[..., tail:],
+                                             rt[..., tail:], zo)
     y = np.subtract(codes, np.int16(zo), dtype=np.float32)   # exact: small integers
     y *= so32
     return codes, y

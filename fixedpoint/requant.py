@@ -41,7 +41,7 @@ from ._checks import as_integer_array, check_choice, check_int_range, resolve_th
 from .accumulate import Accumulator, matmul
 from .formats import IntFormat, as_format, int_format_pair
 
-__all__ = ["quantize_multiplier", "requantize", "qlinear", "REQUANT_METHODS"]
+__all__ = ["quantize_multiplier", "requantize", "requantize_with_values", "qlinear", "REQUANT_METHODS"]
 
 REQUANT_METHODS = {
     "double": "gemmlowp/TFLite: rounding doubling high multiply, then rounding divide by 2^n "
@@ -143,8 +143,44 @@ def requantize(acc, multiplier, shift=0, *, zero_point=0, out_fmt, method="doubl
     >>> fp.requantize([1000, -1000], 0.0035, out_fmt="int8", method="float").tolist()
     [4, -4]
     """
+    return _requantize(acc, multiplier, shift, zero_point, out_fmt, method, num_threads, None)
+
+
+def requantize_with_values(acc, multiplier, shift=0, *, zero_point=0, scale, out_fmt="int8",
+                           method="double", num_threads=None):
+    """:func:`requantize`, and the float32 values its codes stand for, in one pass:
+    ``(codes, float32(codes - zero_point) * float32(scale))``.
+
+    The arguments are :func:`requantize`'s, with ``scale`` the output scale
+    (a finite, non-negative float).  With a single zero point, an 8-bit signed
+    output format and any method but ``"float64"``, one compiled loop writes
+    both arrays (what a layer returns: its output codes and their values);
+    otherwise the values are computed from the codes.  The values are the
+    same either way.
+
+    Examples
+    --------
+    >>> import fixedpoint as fp
+    >>> m, s = fp.quantize_multiplier(0.0035)
+    >>> codes, values = fp.requantize_with_values([1000, -1000], m, s, zero_point=-3, scale=0.5)
+    >>> codes.tolist(), values.tolist()
+    ([1, -7], [2.0, -2.0])
+    """
+    sc = np.float32(scale) if isinstance(scale, (float, int, np.floating, np.integer)) and \
+        not isinstance(scale, bool) else None
+    if sc is None:
+        raise TypeError(f"scale: expected a float, got {type(scale).__name__}")
+    if not np.isfinite(sc) or sc < 0:
+        raise ValueError(f"scale: expected a finite, non-negative float, got {scale!r}")
+    return _requantize(acc, multiplier, shift, zero_point, out_fmt, method, num_threads, sc)
+
+
+def _requantize(acc, multiplier, shift, zero_point, out_fmt, method, num_threads, values_scale):
+    """requantize's body; with ``values_scale``, returns (codes, values)."""
     if dask_arrays.is_dask(acc, multiplier, shift, zero_point):
-        return dask_arrays.requantize(requantize, acc, multiplier, shift, zero_point=zero_point, out_fmt=out_fmt, method=method, num_threads=num_threads)
+        codes = dask_arrays.requantize(requantize, acc, multiplier, shift, zero_point=zero_point,
+                                       out_fmt=out_fmt, method=method, num_threads=num_threads)
+        return codes if values_scale is None else (codes, _values(codes, zero_point, values_scale))
     f = as_format(out_fmt, "out_fmt", "int")
     check_choice(method, "method", REQUANT_METHODS)
     a = as_integer_array(acc, "acc")
@@ -192,7 +228,8 @@ def requantize(acc, multiplier, shift=0, *, zero_point=0, out_fmt, method="doubl
     shape = np.broadcast_shapes(a.shape, pshape)
     n = math.prod(shape)
     if n == 0:
-        return np.empty(np.broadcast_shapes(shape, zp.shape), f.dtype)
+        codes = np.empty(np.broadcast_shapes(shape, zp.shape), f.dtype)
+        return codes if values_scale is None else (codes, _values(codes, zp, values_scale))
     C = shape[-1] if shape else 1
     if all(d == 1 for d in pshape[:-1]) and math.prod(pshape) in (1, C):
         # one multiplier, or one per column of the last axis (shape (C,), (1, C), ...): as given
@@ -207,10 +244,16 @@ def requantize(acc, multiplier, shift=0, *, zero_point=0, out_fmt, method="doubl
     r = np.ascontiguousarray(r, np.float64)
     flat = np.ascontiguousarray(a if a.shape == shape else np.broadcast_to(a, shape),
                                 dtype=np.int32).reshape(-1)
+    if values_scale is not None and zp.ndim == 0 and f.dtype == np.int8 and method != "float64":
+        codes, values = np.empty(n, np.int8), np.empty(n, np.float32)
+        _quant.requantize_dequantize(flat, codes, values, C, q, s, r, int(zp), f.min, f.max, method,
+                                     values_scale, nthreads)
+        return codes.reshape(shape), values.reshape(shape)
     res = np.empty(n, np.int32)
     if zp.ndim == 0:                   # zero point and clamp fused into the kernel
         _quant.requantize(flat, res, C, q, s, r, int(zp), f.min, f.max, method, nthreads)
-        return res.reshape(shape).astype(f.dtype)
+        out = res.reshape(shape).astype(f.dtype)
+        return out if values_scale is None else (out, _values(out, zp, values_scale))
     # per-element zero points: the kernel's values with zero point 0 (int32, and
     # for "float" clamped to int32, which cannot change the final clamp), then
     # the output stage in NumPy
@@ -220,7 +263,17 @@ def requantize(acc, multiplier, shift=0, *, zero_point=0, out_fmt, method="doubl
         out = np.clip(y, f.min - zp, f.max - zp) + zp
     else:
         out = np.clip((y + zp + 2**31) % 2**32 - 2**31, f.min, f.max)   # int32 add: wraps
-    return out.astype(f.dtype)
+    out = out.astype(f.dtype)
+    return out if values_scale is None else (out, _values(out, zp, values_scale))
+
+
+def _values(codes, zero_point, scale):
+    """float32(codes - zero_point) * scale (the difference is exact in float32 for
+    formats of at most 16 bits)."""
+    zp = np.asarray(zero_point)
+    v = np.subtract(codes, zp, dtype=np.float32) if not dask_arrays.is_dask(codes) else \
+        (codes.astype(np.int32) - zp).astype(np.float32)
+    return v * np.float32(scale)
 
 
 def _signed_format_for(lo: int, hi: int) -> IntFormat:

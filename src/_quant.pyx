@@ -3,7 +3,7 @@
 import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t
 
 from fp_quant cimport *
 
@@ -106,9 +106,11 @@ def requantize(const int32_t[::1] acc, int32_t[::1] out, int64_t C, const int32_
 
 cdef _requantize_cols(const int32_t[::1] acc, int32_t[::1] out, int64_t C, const int32_t[::1] q,
                       const int32_t[::1] shift, const double[::1] real, int64_t zp, int64_t lo,
-                      int64_t hi, int m, int nthreads):
+                      int64_t hi, int m, int nthreads, int8_t[::1] out8=None,
+                      float[::1] outf=None, float scale=0):
     """One multiplier per column: the columns' shifts, nudges and float32 scales
-    computed once here, then fp_requantize_cols (the same values as fp_requantize)."""
+    computed once here, then fp_requantize_cols (the same values as fp_requantize),
+    or fp_requantize_cols_dq into out8 and outf."""
     sh = np.asarray(shift, np.int64)
     if m == FP_RQ_SINGLE:
         right = 31 - sh
@@ -133,9 +135,38 @@ cdef _requantize_cols(const int32_t[::1] acc, int32_t[::1] out, int64_t C, const
     cdef int64_t n = acc.shape[0]
     cdef int64_t nchunks = n_chunks(n)
     cdef int64_t c
+    cdef int dq = out8 is not None
+    cdef int32_t *po = NULL if dq else &out[0]
+    cdef int8_t *p8 = &out8[0] if dq else NULL
+    cdef float *pf = &outf[0] if dq else NULL
     with nogil:
         for c in prange(nchunks, num_threads=max(1, min(nthreads, nchunks)), schedule="dynamic"):
-            fp_requantize_cols(&acc[0], &out[0], c * CHUNK, chunk_len(c, n), C, &p, zp, lo, hi, m)
+            if dq:
+                fp_requantize_cols_dq(&acc[0], p8, pf, c * CHUNK, chunk_len(c, n), C, &p, zp, lo,
+                                      hi, m, scale)
+            else:
+                fp_requantize_cols(&acc[0], po, c * CHUNK, chunk_len(c, n), C, &p, zp, lo, hi, m)
+
+
+def requantize_dequantize(const int32_t[::1] acc, int8_t[::1] out, float[::1] outf, int64_t C,
+                          const int32_t[::1] q, const int32_t[::1] shift, const double[::1] real,
+                          int64_t zp, int64_t lo, int64_t hi, str method, float scale,
+                          int nthreads):
+    """out = requantize(acc) as int8 codes (-128 <= lo <= hi <= 127) and outf =
+    (out - zp) * scale in float32; q, shift and real hold one value per column
+    (C of them), or one for all (any method but float64)."""
+    cdef int m = _RQ_METHODS[method]
+    cdef int64_t n = acc.shape[0]
+    if n == 0:
+        return
+    if out.shape[0] != n or outf.shape[0] != n or q.shape[0] != shift.shape[0] \
+            or q.shape[0] != real.shape[0] or q.shape[0] not in (1, C) or lo < -128 or hi > 127 \
+            or m == FP_RQ_FLOAT64:
+        raise ValueError("requantize_dequantize: inconsistent kernel arguments")
+    if q.shape[0] == 1 and C > 1:
+        q, shift, real = (np.full(C, q[0], np.int32), np.full(C, shift[0], np.int32),
+                          np.full(C, real[0]))
+    _requantize_cols(acc, None, C, q, shift, real, zp, lo, hi, m, nthreads, out, outf, scale)
 
 
 def row_minmax(const float[:, ::1] x, int nthreads):

@@ -457,10 +457,10 @@ static inline int32_t fp_rq_col_float(int32_t x, float real, int64_t zp, int64_t
         while (i < end) {                                                                  \
             const int64_t len = C - c < end - i ? C - c : end - i;                         \
             const int32_t *a = acc + i;                                                    \
-            int32_t *o = out + i;                                                          \
             for (int64_t j = 0; j < len; j++) {                                            \
                 const int64_t k = c + j;                                                   \
-                o[j] = (EXPR);                                                             \
+                const int32_t v_ = (EXPR);                                                 \
+                STORE(i + j, v_);                                                          \
             }                                                                              \
             i += len;                                                                      \
             c = 0;                                                                         \
@@ -469,22 +469,51 @@ static inline int32_t fp_rq_col_float(int32_t x, float real, int64_t zp, int64_t
 
 /* fp_requantize with one (q, shift, real) per column, for the methods whose
  * per-column parameters fp_rq_cols holds (not FP_RQ_FLOAT64). */
+#define FP_RQ_COLS_METHODS                                                                  \
+    const uint64_t *restrict L = p->left;                                                   \
+    const uint64_t *restrict R = p->right;                                                  \
+    const int64_t *restrict U = p->aux;                                                     \
+    const int32_t *restrict Q = p->q;                                                       \
+    const float *restrict F = p->realf;                                                     \
+    switch (method) {                                                                       \
+    case FP_RQ_SINGLE: FP_RQ_COLS(fp_rq_col_single(a[j], Q[k], R[k], U[k], zp, lo, hi)) break; \
+    case FP_RQ_RUY: FP_RQ_COLS(fp_rq_col_int(a[j], L[k], Q[k], R[k], U[k], 1, zp, lo, hi)) break; \
+    case FP_RQ_FLOAT: FP_RQ_COLS(fp_rq_col_float(a[j], F[k], zp, lo, hi)) break;           \
+    default: FP_RQ_COLS(fp_rq_col_int(a[j], L[k], Q[k], R[k], U[k], 0, zp, lo, hi)) break;  \
+    }
+
 FP_CLONES_V4
 static void fp_requantize_cols(const int32_t *acc, int32_t *out, int64_t start, int64_t n,
                                int64_t C, const fp_rq_cols *p, int64_t zp, int64_t lo, int64_t hi,
                                int method) {
-    const uint64_t *L = p->left;
-    const uint64_t *R = p->right;
-    const int64_t *U = p->aux;
-    const int32_t *Q = p->q;
-    const float *F = p->realf;
-    switch (method) {
-    case FP_RQ_SINGLE: FP_RQ_COLS(fp_rq_col_single(a[j], Q[k], R[k], U[k], zp, lo, hi)) break;
-    case FP_RQ_RUY: FP_RQ_COLS(fp_rq_col_int(a[j], L[k], Q[k], R[k], U[k], 1, zp, lo, hi)) break;
-    case FP_RQ_FLOAT: FP_RQ_COLS(fp_rq_col_float(a[j], F[k], zp, lo, hi)) break;
-    default: FP_RQ_COLS(fp_rq_col_int(a[j], L[k], Q[k], R[k], U[k], 0, zp, lo, hi)) break;
+#define STORE(idx, v) out[idx] = (v)
+    FP_RQ_COLS_METHODS
+#undef STORE
+}
+
+/* The same codes as int8 (lo >= -128, hi <= 127), and with them their float
+ * values (code - zp) * scale in float32 (one rounding: the difference is a
+ * small integer, exact in float32).  Blocks of the int32 codes on the stack,
+ * then both outputs: two loops that compilers vectorise. */
+#define FP_RQ_DQ_BLOCK 1024
+FP_CLONES_V4
+static void fp_requantize_cols_dq(const int32_t *acc, int8_t *out, float *outf, int64_t start0,
+                                  int64_t n0, int64_t C, const fp_rq_cols *p, int64_t zp, int64_t lo,
+                                  int64_t hi, int method, float scale) {
+    int32_t tmp[FP_RQ_DQ_BLOCK];
+    const int32_t z = (int32_t)zp;
+    for (int64_t s0 = start0; s0 < start0 + n0; s0 += FP_RQ_DQ_BLOCK) {
+        const int64_t start = s0;
+        const int64_t n = start0 + n0 - s0 < FP_RQ_DQ_BLOCK ? start0 + n0 - s0 : FP_RQ_DQ_BLOCK;
+#define STORE(idx, v) tmp[(idx) - s0] = (v)
+        FP_RQ_COLS_METHODS
+#undef STORE
+        for (int64_t t = 0; t < n; t++) out[s0 + t] = (int8_t)tmp[t];
+        for (int64_t t = 0; t < n; t++) outf[s0 + t] = (float)(tmp[t] - z) * scale;
     }
 }
+#undef FP_RQ_DQ_BLOCK
+#undef FP_RQ_COLS_METHODS
 #undef FP_RQ_COLS
 
 #endif

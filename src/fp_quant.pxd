@@ -1,5 +1,5 @@
 # Declarations of the quantization kernels (src/fp_quant.h).
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t
 
 cdef extern from "fp_quant.h" nogil:
     enum:
@@ -27,4 +27,7 @@ cdef extern from "fp_quant.h" nogil:
         const float *realf
     void fp_requantize_cols(const int32_t *acc, int32_t *out, int64_t start, int64_t n, int64_t C,
                             const fp_rq_cols *p, int64_t zp, int64_t lo, int64_t hi, int method)
+    void fp_requantize_cols_dq(const int32_t *acc, int8_t *out, float *outf, int64_t start,
+                               int64_t n, int64_t C, const fp_rq_cols *p, int64_t zp, int64_t lo,
+                               int64_t hi, int method, float scale)
     int64_t fp_srdhm(int32_t a, int32_t b)

@@ -403,3 +403,15 @@ def test_docstring_examples():
     import doctest
     result = doctest.testmod(dask_arrays, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_requantize_with_values_on_dask_arrays():
+    """Dask codes and values equal the in-memory ones, chunk by chunk."""
+    rng = np.random.default_rng(4)
+    acc = rng.integers(-2**20, 2**20, (9, 13)).astype(np.int32)
+    m, s = fp.quantize_multiplier(rng.uniform(1e-5, 1e-3, 13))
+    codes, values = fp.requantize_with_values(da.from_array(acc, chunks=(4, 5)), m, s, zero_point=-2,
+                                              scale=0.25)
+    want_codes, want_values = fp.requantize_with_values(acc, m, s, zero_point=-2, scale=0.25)
+    assert isinstance(codes, da.Array) and isinstance(values, da.Array)
+    assert _same(codes.compute(), want_codes) and _same(values.compute(), want_values)

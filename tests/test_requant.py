@@ -407,3 +407,45 @@ def test_per_column_kernel_equals_the_per_tensor_one(method, out_fmt, zp, rng):
     for j, (mj, sj) in enumerate(cols):
         want = fp.requantize(acc[:, j], mj, sj, zero_point=zp, out_fmt=out_fmt, method=method)
         np.testing.assert_array_equal(got[:, j], want, err_msg=f"m={mj} s={sj}")
+
+
+@pytest.mark.parametrize("method", ["double", "single", "ruy", "float", "float64"])
+def test_requantize_with_values_against_transcription(method, rng):
+    """Codes from the transcriptions, values from their definition (Python
+    floats: (code - zp) * scale rounded once to float32), per tensor and per
+    column, int8 (the fused loop), uint8 and per-element zero points (codes,
+    then values)."""
+    R, C = 5, 37
+    accs = rng.choice(np.concatenate([_edge_accs(), rng.integers(-2**24, 2**24, 64)]), (R, C))
+    real = rng.uniform(1e-6, 1e-2, C)
+    real[:3] = (0.0, 1.0, 2.0**-20)
+    for per_column, out_fmt, zp in ((True, "int8", -3), (False, "int8", 5), (True, "uint8", 128),
+                                    (True, "int8", np.arange(C) % 7 - 3)):
+        f = fp.formats.as_format(out_fmt, kind="int")
+        r = real if per_column else real[4]
+        if method in ("float", "float64"):
+            m, s = r, 0
+        else:
+            m, s = fp.quantize_multiplier(r)
+        scale = 0.0371
+        codes, values = fp.requantize_with_values(accs, m, s, zero_point=zp, scale=scale,
+                                                  out_fmt=out_fmt, method=method)
+        assert codes.dtype == f.dtype and values.dtype == np.float32
+        zps = np.broadcast_to(zp, (R, C))
+        for i, j in itertools.product(range(R), range(C)):
+            mj = np.asarray(m).reshape(-1)[j % np.size(m)]
+            sj = np.asarray(s).reshape(-1)[j % np.size(s)] if np.size(s) > 1 else int(s)
+            mj = float(mj) if method in ("float", "float64") else int(mj)
+            want = ref.requantize_value(int(accs[i, j]), method, mj, int(sj), int(zps[i, j]), f.min, f.max)
+            assert int(codes[i, j]) == want, (out_fmt, i, j)
+            exact = (want - int(zps[i, j])) * float(np.float32(scale))
+            assert values[i, j] == np.float32(exact), (out_fmt, i, j)
+
+
+def test_requantize_with_values_checks_scale():
+    with pytest.raises(TypeError, match="^scale: expected a float"):
+        fp.requantize_with_values([1], 2**30, 0, scale="1")
+    with pytest.raises(ValueError, match="^scale: expected a finite, non-negative float"):
+        fp.requantize_with_values([1], 2**30, 0, scale=-1.0)
+    codes, values = fp.requantize_with_values(np.zeros((0, 3), np.int32), 2**30, 0, scale=1.0)
+    assert codes.shape == values.shape == (0, 3)
