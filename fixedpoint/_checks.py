@@ -54,20 +54,20 @@ def resolve_threads(num_threads) -> int:
     return check_positive_int(num_threads, "num_threads")
 
 
-def check_positive_int(v, name: str) -> int:
+def _check_int_from(v, name: str, lo: int, what: str) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name}: expected a positive int, got {type(v).__name__}")
-    if v < 1:
-        raise ValueError(f"{name}: expected a positive int, got {v}")
+        raise TypeError(f"{name}: expected a {what} int, got {type(v).__name__}")
+    if v < lo:
+        raise ValueError(f"{name}: expected a {what} int, got {v}")
     return int(v)
+
+
+def check_positive_int(v, name: str) -> int:
+    return _check_int_from(v, name, 1, "positive")
 
 
 def check_nonneg_int(v, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name}: expected a non-negative int, got {type(v).__name__}")
-    if v < 0:
-        raise ValueError(f"{name}: expected a non-negative int, got {v}")
-    return int(v)
+    return _check_int_from(v, name, 0, "non-negative")
 
 
 def check_choice(value, name: str, choices) -> str:
