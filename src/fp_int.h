@@ -498,15 +498,14 @@ FP_TILE_VARIANTS(fp_tile_portable, FP_CLONES, fp_tile_portable_impl, fp_tile_por
 #define FP_ASM_OUT(CONS, r) [s##r##_0] CONS(s##r##_0), [s##r##_1] CONS(s##r##_1),
 #define FP_ASM_OUTV(r) FP_ASM_OUT("+v", r)
 #define FP_ASM_OUTX(r) FP_ASM_OUT("+x", r)
-/* AVX-512: zmm29 = broadcast A word, zmm30/zmm31 = B */
-#define FP_ASM_ROW512(r)                                                                      \
-    "vpbroadcastd " FP_STR(r) "*4(%[a]), %%zmm29\n\t"                                         \
-    "vpdpwssd %%zmm30, %%zmm29, %[s" #r "_0]\n\t"                                             \
-    "vpdpwssd %%zmm31, %%zmm29, %[s" #r "_1]\n\t"
-#define FP_ASM_ROW256(r)                                                                      \
-    "vpbroadcastd " FP_STR(r) "*4(%[a]), %%ymm29\n\t"                                         \
-    "vpdpwssd %%ymm30, %%ymm29, %[s" #r "_0]\n\t"                                             \
-    "vpdpwssd %%ymm31, %%ymm29, %[s" #r "_1]\n\t"
+/* AVX-512 (V: zmm or ymm): V29 = broadcast A word, V30/V31 = B; INSN is
+ * vpdpwssd (int16 pairs) or vpdpbusd (the byte steps below) */
+#define FP_ASM_ROWV(INSN, V, r)                                                               \
+    "vpbroadcastd " FP_STR(r) "*4(%[a]), %%" V "29\n\t"                                       \
+    INSN " %%" V "30, %%" V "29, %[s" #r "_0]\n\t"                                            \
+    INSN " %%" V "31, %%" V "29, %[s" #r "_1]\n\t"
+#define FP_ASM_ROW512(r) FP_ASM_ROWV("vpdpwssd", "zmm", r)
+#define FP_ASM_ROW256(r) FP_ASM_ROWV("vpdpwssd", "ymm", r)
 /* AVX2: ymm15 = broadcast A word, ymm13/ymm14 = B, ymm12 = product */
 #define FP_ASM_ROWAVX2(r)                                                                     \
     "vpbroadcastd " FP_STR(r) "*4(%[a]), %%ymm15\n\t"                                         \
@@ -523,12 +522,14 @@ FP_TILE_VARIANTS(fp_tile_portable, FP_CLONES, fp_tile_portable_impl, fp_tile_por
                   "m"(*(const int32_t(*)[FPK_MR])aq)                                          \
                 : __VA_ARGS__);                                                               \
     } while (0)
-#define FP_STEP512(ROWS)                                                                      \
+#define FP_STEP512_ROW(ROW, ROWS)                                                             \
     FP_ASM_STEP(ROWS, "vmovdqu64 (%[b]), %%zmm30\n\tvmovdqu64 64(%[b]), %%zmm31\n\t",         \
-                FP_ASM_ROW512, FP_ASM_OUTV, 16, "zmm29", "zmm30", "zmm31")
-#define FP_STEP256(ROWS)                                                                      \
+                ROW, FP_ASM_OUTV, 16, "zmm29", "zmm30", "zmm31")
+#define FP_STEP256_ROW(ROW, ROWS)                                                             \
     FP_ASM_STEP(ROWS, "vmovdqu32 (%[b]), %%ymm30\n\tvmovdqu32 32(%[b]), %%ymm31\n\t",         \
-                FP_ASM_ROW256, FP_ASM_OUTV, 8, "xmm29", "xmm30", "xmm31")
+                ROW, FP_ASM_OUTV, 8, "xmm29", "xmm30", "xmm31")
+#define FP_STEP512(ROWS) FP_STEP512_ROW(FP_ASM_ROW512, ROWS)
+#define FP_STEP256(ROWS) FP_STEP256_ROW(FP_ASM_ROW256, ROWS)
 #define FP_STEP512_12(ROWS) FP_STEP512(FP_ROWS6); FP_STEP512(FP_ROWS6_HI)
 #define FP_STEP256_12(ROWS) FP_STEP256(FP_ROWS6); FP_STEP256(FP_ROWS6_HI)
 #define FP_STEPAVX2(ROWS)                                                                     \
@@ -537,20 +538,10 @@ FP_TILE_VARIANTS(fp_tile_portable, FP_CLONES, fp_tile_portable_impl, fp_tile_por
 /* Byte steps (VNNI, sum mode only): the A word holds 4 unsigned bytes and
  * each B lane 4 signed bytes; vpdpbusd adds the 4 products of a lane (each
  * sum of 4 is exact: |sum| <= 4 * 255 * 128 < 2^31) into it modulo 2^32. */
-#define FP_ASM_ROW512B(r)                                                                     \
-    "vpbroadcastd " FP_STR(r) "*4(%[a]), %%zmm29\n\t"                                         \
-    "vpdpbusd %%zmm30, %%zmm29, %[s" #r "_0]\n\t"                                             \
-    "vpdpbusd %%zmm31, %%zmm29, %[s" #r "_1]\n\t"
-#define FP_ASM_ROW256B(r)                                                                     \
-    "vpbroadcastd " FP_STR(r) "*4(%[a]), %%ymm29\n\t"                                         \
-    "vpdpbusd %%ymm30, %%ymm29, %[s" #r "_0]\n\t"                                             \
-    "vpdpbusd %%ymm31, %%ymm29, %[s" #r "_1]\n\t"
-#define FP_STEP512B(ROWS)                                                                     \
-    FP_ASM_STEP(ROWS, "vmovdqu64 (%[b]), %%zmm30\n\tvmovdqu64 64(%[b]), %%zmm31\n\t",         \
-                FP_ASM_ROW512B, FP_ASM_OUTV, 16, "zmm29", "zmm30", "zmm31")
-#define FP_STEP256B(ROWS)                                                                     \
-    FP_ASM_STEP(ROWS, "vmovdqu32 (%[b]), %%ymm30\n\tvmovdqu32 32(%[b]), %%ymm31\n\t",         \
-                FP_ASM_ROW256B, FP_ASM_OUTV, 8, "xmm29", "xmm30", "xmm31")
+#define FP_ASM_ROW512B(r) FP_ASM_ROWV("vpdpbusd", "zmm", r)
+#define FP_ASM_ROW256B(r) FP_ASM_ROWV("vpdpbusd", "ymm", r)
+#define FP_STEP512B(ROWS) FP_STEP512_ROW(FP_ASM_ROW512B, ROWS)
+#define FP_STEP256B(ROWS) FP_STEP256_ROW(FP_ASM_ROW256B, ROWS)
 #define FP_STEP512B_12(ROWS) FP_STEP512B(FP_ROWS6); FP_STEP512B(FP_ROWS6_HI)
 #define FP_STEP256B_12(ROWS) FP_STEP256B(FP_ROWS6); FP_STEP256B(FP_ROWS6_HI)
 /* The pair steps (pairclamp): each pair sum clamped to [plo, phi] (vectors
