@@ -1139,21 +1139,25 @@ FP_CLONES static void fp_pack_a_bytes(const void *a, int dtype, int64_t M, int64
 
 /* Columns j0 .. j0 + NR of B (int8, K x N) into one panel of kq quads, and
  * the sums of those columns (modulo 2^32) into colsum[0 .. NR). */
+/* Quad p of one panel (w of its nr columns hold codes), its bytes added into colsum. */
+static inline void fp_pack_b_quad(const int8_t *b, int64_t K, int64_t N, int64_t j0, int nr,
+                                  int64_t w, int64_t p, uint32_t *dst, uint32_t *colsum) {
+    uint32_t *d = dst + p * nr;
+    for (int64_t j = 0; j < nr; j++) d[j] = 0;
+    for (int t = 0; t < 4 && 4 * p + t < K; t++) {
+        const int8_t *row = b + (4 * p + t) * N + j0;
+        for (int64_t j = 0; j < w; j++) {
+            d[j] |= (uint32_t)(uint8_t)row[j] << (8 * t);
+            colsum[j] += (uint32_t)(int32_t)row[j];
+        }
+    }
+}
+
 FP_CLONES static void fp_pack_b_bytes(const int8_t *b, int64_t K, int64_t N, int64_t j0, int nr,
                                       int64_t kq, uint32_t *dst, uint32_t *colsum) {
     const int64_t w = N - j0 < nr ? N - j0 : nr;
     for (int64_t j = 0; j < nr; j++) colsum[j] = 0;
-    for (int64_t p = 0; p < kq; p++) {
-        uint32_t *d = dst + p * nr;
-        for (int64_t j = 0; j < nr; j++) d[j] = 0;
-        for (int t = 0; t < 4 && 4 * p + t < K; t++) {
-            const int8_t *row = b + (4 * p + t) * N + j0;
-            for (int64_t j = 0; j < w; j++) {
-                d[j] |= (uint32_t)(uint8_t)row[j] << (8 * t);
-                colsum[j] += (uint32_t)(int32_t)row[j];
-            }
-        }
-    }
+    for (int64_t p = 0; p < kq; p++) fp_pack_b_quad(b, K, N, j0, nr, w, p, dst, colsum);
 }
 
 #if FP_HAVE_AVX512_KERNELS
@@ -1189,17 +1193,7 @@ FP_TARGET_AVX512 static void fp_pack_b_bytes_vnni(const int8_t *b, int64_t K, in
         }
     }
     for (int i = 0; i < nr / 4; i++) _mm_storeu_si128((__m128i *)(colsum + 4 * i), cs[i]);
-    if (kq > kf) { /* the last, partial quad */
-        uint32_t *d = dst + kf * nr;
-        for (int64_t j = 0; j < nr; j++) d[j] = 0;
-        for (int t = 0; 4 * kf + t < K; t++) {
-            const int8_t *row = b + (4 * kf + t) * N + j0;
-            for (int64_t j = 0; j < nr; j++) {
-                d[j] |= (uint32_t)(uint8_t)row[j] << (8 * t);
-                colsum[j] += (uint32_t)(int32_t)row[j];
-            }
-        }
-    }
+    if (kq > kf) fp_pack_b_quad(b, K, N, j0, nr, nr, kf, dst, colsum); /* the partial quad */
 }
 #endif
 
